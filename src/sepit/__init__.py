@@ -1,0 +1,9 @@
+"""sepit: Structure-Enhanced Protein Instruction Tuning.
+
+A structure-aware ESM-2 protein encoder, projected into a causal LLM, instruction-tuned to answer questions about
+proteins (Wu et al., arXiv 2410.03553). See README.md for the command line; the Python API lives in the subpackages.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

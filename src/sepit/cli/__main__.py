@@ -1,0 +1,5 @@
+import sys
+
+from sepit.cli import main
+
+sys.exit(main())
