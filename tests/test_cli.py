@@ -38,7 +38,7 @@ def test_config_error_is_one_line(tmp_path, capsys) -> None:
     bad.write_text("kind: nosuchkind\n")
     assert main(["config", "validate", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"sepit: error: unknown config kind 'nosuchkind' (known kinds: {err[0].split('known kinds: ')[1]}"]
+    assert len(err) == 1 and err[0].startswith("sepit: error: unknown config kind 'nosuchkind' (known kinds:")
 
 
 def test_console_entry_point_runs() -> None:
