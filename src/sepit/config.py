@@ -50,8 +50,8 @@ def config_class_for_kind(kind: str) -> type:
             try:
                 importlib.import_module(mod)
             except ModuleNotFoundError as e:
-                if e.name != mod:  # a real missing dependency inside an existing module
-                    raise
+                if not e.name or not (mod == e.name or mod.startswith(e.name + ".")):
+                    raise  # a real missing dependency inside an existing module
     if kind not in _KINDS:
         known = ", ".join(sorted(_KINDS)) or "none"
         raise ConfigError(f"unknown config kind {kind!r} (known kinds: {known})")
