@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sepit.errors import CheckpointError
@@ -85,7 +86,7 @@ def load_trainer_state(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]
     try:
         tensors = load_file(str(path / OPTIM_FILE))
         state = json.loads((path / STATE_FILE).read_text())
-    except (OSError, ValueError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise CheckpointError(f"{path}: unreadable training state ({e})") from None
     opt_t = {k: v for k, v in tensors.items() if k.startswith("state.")}
     rng_t = {k: v for k, v in tensors.items() if k.startswith("rng.")}

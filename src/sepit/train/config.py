@@ -1,0 +1,74 @@
+"""The training config: a stage is data + trainable groups with learning rates + losses, all declared here.
+
+Parameter groups are the model's named groups (``plm, structure, heads, projector, llm, experts, router``): a group
+listed in ``lr`` trains at that learning rate, every other group is frozen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sepit.config import config_kind
+
+GROUPS = ("plm", "structure", "heads", "projector", "llm", "experts", "router")
+
+
+@dataclass
+class DataSection:
+    """Which records of a built dataset (``sepit data build``) a stage trains on."""
+
+    dir: str = ""
+    split: str = "train"
+    kinds: list[str] = field(default_factory=lambda: ["caption"])
+    tasks: list[str] = field(default_factory=list)
+    max_records: int = 0
+    max_protein_len: int = 1022
+    eval_split: str = "valid"
+    eval_records: int = 64
+
+
+@dataclass
+class TrainConfig:
+    """One training stage. ``stage``: 0 warm-up (contrastive + denoise + MLM), 1 captions, 2 MoE QA."""
+
+    stage: int
+    out_dir: str
+    model: str = "tiny"
+    init_from: str = ""
+    data: DataSection = field(default_factory=DataSection)
+    lr: dict[str, float] = field(default_factory=dict)
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    structure_dropout: float = 0.15
+    upcycle_experts: int = 0
+    cache_encoder: bool = True
+    epochs: int = 1
+    max_steps: int = 0
+    batch_size: int = 4
+    grad_accum: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    seed: int = 0
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    grad_checkpointing: bool = False
+    length_grouping: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stage not in (0, 1, 2):
+            raise ValueError(f"stage must be 0, 1 or 2, got {self.stage}")
+        unknown = sorted(set(self.lr) - set(GROUPS))
+        if unknown:
+            raise ValueError(f"lr names unknown parameter group(s) {unknown}; groups are {list(GROUPS)}")
+        if not self.lr:
+            raise ValueError("lr is empty: a stage must train at least one parameter group")
+        if self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("batch_size and grad_accum must be >= 1")
+        if not 0.0 <= self.structure_dropout <= 1.0:
+            raise ValueError("structure_dropout must be in [0, 1]")
+
+
+config_kind("train")(TrainConfig)
