@@ -18,6 +18,7 @@ from sepit.log import get_logger, setup_logging
 
 # Command modules, in the order `sepit --help` lists them. A module is listed only once its commands work.
 COMMAND_MODULES: tuple[str, ...] = (
+    "sepit.cli.models",
     "sepit.cli.config",
 )
 
