@@ -1,0 +1,275 @@
+"""Baselines over plain data: the prior (majority) answer per task, and copying the nearest homolog's answer.
+
+Both return :class:`~sepit.eval.items.Prediction` lists scored by the same code as a model.
+
+**Prior**: per (task, kind) the most frequent training answer (ties → alphabetically first); for yes/no the
+training fraction of "yes" is also given as ``p_yes`` and the text answer is ``yes`` iff that fraction ≥ 0.5.
+
+**Nearest homolog** (the baseline the paper lacked; Wu et al. EMNLP 2025 found it beats protein LLMs): for a test
+protein, walk its ranked training hits (MMseqs2) and take the first hit protein with a training record of the same
+task and kind.
+
+- open / caption: copy that protein's answer (the one to the same question text when there is one).
+- yes/no: the question asks about one candidate ``{value}``. If a claim extractor is given (built from the
+  instruction templates by :func:`claim_extractor`), the hit's own yes/no record about the same value is copied
+  when it exists; otherwise the answer is "yes" iff the value appears as a whole phrase in the hit's open answer
+  for that task. Without an extractor only an identical question of the hit is copied.
+- Items whose protein has no hit are counted (``no_hit``) and, like items where no hit has a usable answer
+  (``no_answer``), get the prior answer (or an empty answer with ``fallback="empty"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import string
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sepit.errors import InputError
+from sepit.eval.items import (EvalItem, Prediction, normalize_identity, normalize_question, question_text,
+                              record_dict, reference_answer)
+from sepit.eval.text import last_yes_no
+
+ClaimOf = Callable[[str, str], "str | None"]  # (task, question text) → the candidate value, or None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A training protein found for a query: its id, sequence identity (%) and, where known, e-value / bit score."""
+
+    target: str
+    identity: float
+    evalue: float | None = None
+    bits: float | None = None
+
+
+@dataclass
+class BaselineStats:
+    """How a baseline answered: counts per route (``copied``, ``inferred``, ``no_hit``, ``no_answer``, ...)."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(sorted(self.counts.items()))
+
+
+# ---------------------------------------------------------------------------------------------------- prior
+
+
+def _yesno_label(answer: str) -> str | None:
+    return last_yes_no(answer) or None
+
+
+def prior_yes_probability(train_records: Iterable[Any]) -> dict[str, float]:
+    """Per task, the fraction of training yes/no records whose answer is "yes"."""
+    yes, tot = Counter(), Counter()
+    for r in map(record_dict, train_records):
+        if r.get("kind") == "yesno":
+            lab = _yesno_label(reference_answer(r))
+            if lab is not None:
+                tot[r["task"]] += 1
+                yes[r["task"]] += lab == "yes"
+    return {t: yes[t] / tot[t] for t in sorted(tot)}
+
+
+def majority_answers(train_records: Iterable[Any]) -> dict[tuple[str, str], str]:
+    """Per (task, kind) the most frequent training answer (ties → alphabetically first).
+
+    For yes/no: ``yes`` iff at least half of the task's training answers are yes (consistent with the prior's
+    ``p_yes >= 0.5``).
+    """
+    records = [record_dict(r) for r in train_records]
+    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    for r in records:
+        if r.get("kind") != "yesno":
+            counts[(r["task"], r["kind"])][reference_answer(r).strip()] += 1
+    out = {key: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for key, c in counts.items()}
+    for task, p in prior_yes_probability(records).items():
+        out[(task, "yesno")] = "yes" if p >= 0.5 else "no"
+    return dict(sorted(out.items()))
+
+
+def prior_predictions(items: Sequence[EvalItem], train_records: Iterable[Any]
+                      ) -> tuple[list[Prediction], BaselineStats]:
+    """The prior baseline: every item gets its (task, kind)'s majority training answer (yes/no also ``p_yes``)."""
+    records = [record_dict(r) for r in train_records]
+    majority, p_yes = majority_answers(records), prior_yes_probability(records)
+    stats = BaselineStats()
+    preds = []
+    for it in items:
+        text = majority.get((it.task, it.kind))
+        stats.counts["prior" if text is not None else "task_not_in_training"] += 1
+        preds.append(Prediction(it.id, text or "", p_yes.get(it.task) if it.kind == "yesno" else None))
+    return preds, stats
+
+
+# ------------------------------------------------------------------------------------------ nearest homolog
+
+
+def claim_extractor(yesno_templates: Mapping[str, Sequence[str]]) -> ClaimOf:
+    """Build ``claim_of(task, question)`` from each task's yes/no templates (strings with one ``{value}``).
+
+    ``{tt.yesno for tt in load_templates().tasks.values()}`` is the usual input. Matching ignores ``<protein>``
+    markers, case and runs of whitespace; the first template that matches gives the value.
+    """
+    compiled: dict[str, list[re.Pattern[str]]] = {}
+    for task, templates in yesno_templates.items():
+        pats = []
+        for tpl in templates:
+            parts = []
+            for literal, fld, _, _ in string.Formatter().parse(normalize_question(tpl)):
+                parts.append(re.escape(literal))
+                if fld == "value":
+                    parts.append("(?P<value>.+?)")
+            pats.append(re.compile("^" + "".join(parts) + "$", re.DOTALL))
+        compiled[task] = pats
+
+    def claim_of(task: str, question: str) -> str | None:
+        q = normalize_question(question)
+        for pat in compiled.get(task, ()):
+            m = pat.match(q)
+            if m:
+                return m.group("value").strip()
+        return None
+
+    return claim_of
+
+
+def _mentions(text: str, value: str) -> bool:
+    """``value`` occurs in ``text`` as a whole phrase (case-insensitive; not inside a longer word)."""
+    return re.search(r"(?<![\w-])" + re.escape(value.lower()) + r"(?![\w-])", text.lower()) is not None
+
+
+class _TrainIndex:
+    """Training records grouped by (protein, task, kind) for fast look-up."""
+
+    def __init__(self, train_records: Iterable[Any]) -> None:
+        self.by_key: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
+        for r in map(record_dict, train_records):
+            for pid in (r.get("protein_ids") or [])[:1]:
+                self.by_key[(str(pid), r["task"], r["kind"])].append(r)
+        for recs in self.by_key.values():
+            recs.sort(key=lambda r: str(r.get("id", "")))
+
+    def get(self, protein: str, task: str, kind: str) -> list[Mapping[str, Any]]:
+        return self.by_key.get((protein, task, kind), [])
+
+
+def _answer_from_hit(it: EvalItem, hit: str, index: _TrainIndex, claim_of: ClaimOf | None) -> tuple[str, str] | None:
+    """(answer, route) from one training protein, or None when it has nothing usable for this item."""
+    q = normalize_question(it.question)
+    if it.kind != "yesno":
+        recs = index.get(hit, it.task, it.kind)
+        if not recs:
+            return None
+        same = [r for r in recs if normalize_question(question_text(r)) == q]
+        return reference_answer((same or recs)[0]), "copied"
+    recs = index.get(hit, it.task, "yesno")
+    claim = claim_of(it.task, it.question) if claim_of else None
+    for r in recs:
+        if claim is not None:
+            if claim_of(it.task, question_text(r)) == claim:
+                return _yesno_label(reference_answer(r)) or "", "copied_same_claim"
+        elif normalize_question(question_text(r)) == q:
+            return _yesno_label(reference_answer(r)) or "", "copied_same_question"
+    if claim is not None:
+        opens = index.get(hit, it.task, "open")
+        if opens:
+            found = any(_mentions(reference_answer(r), claim) for r in opens)
+            return ("yes" if found else "no"), "inferred_from_open_answer"
+    return None
+
+
+def nearest_homolog_predictions(items: Sequence[EvalItem], train_records: Iterable[Any],
+                                hits: Mapping[str, Sequence[Hit]], *, claim_of: ClaimOf | None = None,
+                                fallback: Literal["prior", "empty"] = "prior"
+                                ) -> tuple[list[Prediction], BaselineStats]:
+    """The nearest-homolog baseline (see the module docstring); ``hits`` maps test protein id → ranked hits."""
+    records = [record_dict(r) for r in train_records]
+    index = _TrainIndex(records)
+    majority = majority_answers(records) if fallback == "prior" else {}
+    stats = BaselineStats()
+    preds = []
+    for it in items:
+        ranked = [h for h in hits.get(it.protein_id, ()) if h.target != it.protein_id]
+        got = None
+        for h in ranked:
+            got = _answer_from_hit(it, h.target, index, claim_of)
+            if got is not None:
+                break
+        if got is None:
+            stats.counts["no_hit" if not ranked else "no_answer"] += 1
+            text = majority.get((it.task, it.kind), "")
+        else:
+            text, route = got
+            stats.counts[route] += 1
+        preds.append(Prediction(it.id, text))
+    return preds, stats
+
+
+# ------------------------------------------------------------------------------------------------ search hits
+
+
+def read_m8(path: str | Path) -> dict[str, list[Hit]]:
+    """Read BLAST-tab hits (MMseqs2 ``convertalis`` default / ``easy-search`` output, BLAST ``-outfmt 6``).
+
+    Columns used: 1 query, 2 target, 3 identity (fraction or %), 11 e-value, 12 bit score (when present).
+    Hits per query are ranked by bit score (high first), else kept in file order.
+    """
+    p = Path(path)
+    out: dict[str, list[Hit]] = defaultdict(list)
+    try:
+        with p.open(newline="") as f:
+            for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
+                if not row or row[0].startswith("#"):
+                    continue
+                if len(row) < 3:
+                    raise InputError(p, f"line {n}: expected at least 3 tab-separated columns")
+                try:
+                    ident = normalize_identity(row[2])
+                    evalue = float(row[10]) if len(row) > 10 else None
+                    bits = float(row[11]) if len(row) > 11 else None
+                except ValueError:
+                    raise InputError(p, f"line {n}: identity/e-value/bits are not numbers") from None
+                if ident is None:
+                    raise InputError(p, f"line {n}: bad identity {row[2]!r}")
+                out[row[0]].append(Hit(row[1], ident, evalue, bits))
+    except FileNotFoundError:
+        raise InputError(p, "hits file not found") from None
+    for q, hs in out.items():
+        if all(h.bits is not None for h in hs):
+            hs.sort(key=lambda h: -h.bits)  # type: ignore[operator]
+    return dict(out)
+
+
+def search_training_hits(test_sequences: Mapping[str, str], train_sequences: Mapping[str, str], *,
+                         evalue: float = 10.0, sensitivity: float | None = 7.5, max_seqs: int = 300,
+                         max_hits: int = 10, work_dir: str | Path | None = None) -> dict[str, list[Hit]]:
+    """MMseqs2 search of the test proteins against the training proteins (via :mod:`sepit.tools.mmseqs`):
+    test id → up to ``max_hits`` hits, best first, identity in %. Test proteins without a hit are absent.
+
+    A permissive e-value (10) and high sensitivity (7.5) keep remote homologs, so the "no hit" bin really means
+    MMseqs2 found nothing; ``min-seq-id`` stays 0.
+    """
+    import tempfile
+
+    from sepit.tools import mmseqs
+
+    if not test_sequences or not train_sequences:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="sepit-eval-", dir=work_dir) as tmp:
+        q, t = Path(tmp) / "test.fasta", Path(tmp) / "train.fasta"
+        mmseqs.write_fasta(sorted(test_sequences.items()), q)
+        mmseqs.write_fasta(sorted(train_sequences.items()), t)
+        raw = mmseqs.search(q, t, evalue=evalue, sensitivity=sensitivity, max_seqs=max_seqs, tmp_dir=tmp)
+    return {qid: [Hit(h.target, 100.0 * h.identity, h.evalue, h.bits) for h in hs[:max_hits]]
+            for qid, hs in raw.items()}
+
+
+def top_identity(hits: Mapping[str, Sequence[Hit]]) -> dict[str, float]:
+    """Per query, the highest identity (%) among its hits (its identity to the training set)."""
+    return {q: max(h.identity for h in hs) for q, hs in hits.items() if hs}

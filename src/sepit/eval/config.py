@@ -1,0 +1,79 @@
+"""The evaluation config (``kind: eval``): which items, which metrics, which baselines, how to decode.
+
+Identity bin edges are percentages; metric models are registered names (``minilm_l6_v2``) or local HF directories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sepit.config import config_kind
+
+BASELINES = ("prior", "nearest_homolog")
+
+
+@dataclass
+class MetricsSection:
+    """Text metrics. ``tokenizer``: BLEU/METEOR tokens — ``wordpiece`` (the HF tokenizer at ``tokenizer_path``,
+    as the research code did with PubMedBERT) or ``regex`` (needs nothing). ``bertscore_model``: "" turns
+    BERTScore off; ``bertscore_layers`` null = the encoder's last layer."""
+
+    tokenizer: Literal["wordpiece", "regex"] = "wordpiece"
+    tokenizer_path: str = "minilm_l6_v2"
+    meteor: bool = True
+    bertscore_model: str = "minilm_l6_v2"
+    bertscore_layers: int | None = None
+    bertscore_batch_size: int = 32
+    device: str = "cpu"
+
+
+@dataclass
+class GenerationSection:
+    """Greedy decoding of the model under test."""
+
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    yesno_likelihood: bool = True
+    no_structure_ablation: bool = True
+
+
+@dataclass
+class BaselineSection:
+    """Baselines run on the same items. ``fallback``: answer for items without a usable homolog."""
+
+    run: list[str] = field(default_factory=lambda: list(BASELINES))
+    fallback: Literal["prior", "empty"] = "prior"
+    mmseqs_sensitivity: float = 7.5
+    mmseqs_evalue: float = 10.0
+    max_hits: int = 10
+
+
+@config_kind("eval")
+@dataclass
+class EvalConfig:
+    """What ``sepit eval`` does. ``limit`` 0 = all items; ``tasks``/``kinds`` empty = all."""
+
+    split: str = "test"
+    kinds: list[str] = field(default_factory=lambda: ["open", "yesno"])
+    tasks: list[str] = field(default_factory=list)
+    limit: int = 0
+    identity_bins: list[float] = field(default_factory=lambda: [30.0, 50.0, 90.0])
+    ece_bins: int = 10
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    generation: GenerationSection = field(default_factory=GenerationSection)
+    baselines: BaselineSection = field(default_factory=BaselineSection)
+
+    def __post_init__(self) -> None:
+        if self.limit < 0:
+            raise ValueError("limit must be >= 0")
+        if self.ece_bins < 1:
+            raise ValueError("ece_bins must be >= 1")
+        if any(not 0 < b < 100 for b in self.identity_bins):
+            raise ValueError("identity_bins are percentages strictly between 0 and 100")
+        bad_kinds = set(self.kinds) - {"caption", "open", "yesno"}
+        if bad_kinds:
+            raise ValueError(f"unknown kinds {sorted(bad_kinds)} (caption, open, yesno)")
+        bad = set(self.baselines.run) - set(BASELINES)
+        if bad:
+            raise ValueError(f"unknown baselines {sorted(bad)} (known: {', '.join(BASELINES)})")

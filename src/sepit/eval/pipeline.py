@@ -1,0 +1,134 @@
+"""``sepit eval`` as a function: a checkpoint (and/or baselines, second checkpoints) on a built dataset's split.
+
+Reads the dataset through its contract (docs/architecture.md): ``InstructionDataset(DIR)`` for records and proteins,
+``DIR/proteins.jsonl`` for each protein's ``max_identity_to_train`` and ``has_structure``. The nearest-homolog
+baseline searches the test proteins against the training proteins with MMseqs2; yes/no claims are read with the
+instruction templates, so the homolog's own annotations decide its answer.
+
+    results = evaluate_dataset(EvalConfig(), "data/default", "runs/eval", checkpoint="runs/stage2/final")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sepit.errors import InputError, SepitError
+from sepit.eval.baselines import ClaimOf, Hit, claim_extractor, search_training_hits
+from sepit.eval.config import EvalConfig
+from sepit.eval.items import EvalItem, items_from_records, record_dict
+from sepit.eval.predictions import PredictionLog
+from sepit.eval.run import _slug, evaluate, predict_with_model, select_items
+from sepit.log import get_logger
+
+log = get_logger(__name__)
+
+
+def open_dataset(path: str | Path) -> Any:
+    """``sepit.data.dataset.InstructionDataset(path)``, with a one-line error when it cannot be opened."""
+    try:
+        from sepit.data.dataset import InstructionDataset
+    except ImportError as e:
+        raise SepitError(f"cannot read built datasets in this installation ({e})") from None
+    if not Path(path).is_dir():
+        raise InputError(path, "no such dataset folder (build one with `sepit data build -o DIR`)")
+    return InstructionDataset(path)
+
+
+def read_protein_rows(dataset_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """``DIR/proteins.jsonl`` by protein id ({} when the file is absent: identities are then taken from hits)."""
+    p = Path(dataset_dir) / "proteins.jsonl"
+    if not p.is_file():
+        log.warning("%s not found: identity bins come from the MMseqs2 search instead", p)
+        return {}
+    rows: dict[str, dict[str, Any]] = {}
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                rows[str(row["id"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(p, f"line {n}: not a protein row with an 'id'") from None
+    return rows
+
+
+def default_claim_extractor() -> ClaimOf | None:
+    """Claims of yes/no questions, read with the shipped instruction templates (None if they cannot be loaded)."""
+    try:
+        from sepit.data.instructions.templates import load_templates
+
+        t = load_templates()
+    except (ImportError, SepitError) as e:
+        log.warning("instruction templates unavailable (%s): the homolog baseline copies identical questions only",
+                    e)
+        return None
+    return claim_extractor({name: tt.yesno for name, tt in t.tasks.items()})
+
+
+def _with_identity(items: list[EvalItem], hits: Mapping[str, list[Hit]]) -> list[EvalItem]:
+    """Fill identities the dataset did not record from the search's best hit."""
+    best = {q: max(h.identity for h in hs) for q, hs in hits.items() if hs}
+    return [it if it.identity is not None or it.protein_id not in best
+            else dataclasses.replace(it, identity=best[it.protein_id]) for it in items]
+
+
+def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Path, *,
+                     checkpoint: str | Path | None = None, others: Mapping[str, str | Path] | None = None,
+                     device: str = "cpu", dataset: Any = None) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` (optional), the baselines of ``cfg`` and any ``others`` (name → checkpoint, e.g. the
+    sequence-only or dense ablation) on the dataset's ``cfg.split``; writes the report into ``out_dir``."""
+    ds = dataset if dataset is not None else open_dataset(dataset_dir)
+    rows = read_protein_rows(dataset_dir)
+    test = list(ds.records(split=cfg.split, kinds=cfg.kinds, tasks=cfg.tasks or None))
+    if not test:
+        raise InputError(dataset_dir, f"no {cfg.split} records of kinds {cfg.kinds}"
+                                      f"{' and tasks ' + str(cfg.tasks) if cfg.tasks else ''}")
+    items = select_items(items_from_records(test, rows, source=str(dataset_dir)), cfg)
+    train = list(ds.records(split="train")) if cfg.baselines.run else []
+    hits: dict[str, list[Hit]] | None = None
+    if "nearest_homolog" in cfg.baselines.run:
+        test_ids = sorted({p for it in items for p in it.all_protein_ids})
+        train_ids = sorted({p for r in map(record_dict, train) for p in r.get("protein_ids") or []})
+        log.info("MMseqs2: %d test proteins against %d training proteins", len(test_ids), len(train_ids))
+        hits = search_training_hits({p: ds.protein(p).sequence for p in test_ids},
+                                    {p: ds.protein(p).sequence for p in train_ids},
+                                    evalue=cfg.baselines.mmseqs_evalue, sensitivity=cfg.baselines.mmseqs_sensitivity,
+                                    max_hits=cfg.baselines.max_hits)
+        items = _with_identity(items, hits)
+    meta: dict[str, Any] = {"checkpoint": str(checkpoint) if checkpoint else "–", "dataset": str(dataset_dir),
+                            "split": cfg.split, "device": device,
+                            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    try:
+        from sepit import __version__
+
+        meta["sepit"] = __version__
+    except ImportError:
+        pass
+    out = Path(out_dir)
+    extra = {}
+    if others:
+        from sepit.model import load_model
+
+        g = cfg.generation
+        for name, path in others.items():
+            other = load_model(path, device=device)
+            fp = {"checkpoint": str(path), "dataset": str(dataset_dir), "split": cfg.split,
+                  "max_new_tokens": g.max_new_tokens, "use_structure": True, "yesno_likelihood": g.yesno_likelihood}
+            plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl", fp)
+            extra[name] = predict_with_model(other, items, ds.protein, plog, max_new_tokens=g.max_new_tokens,
+                                             batch_size=g.batch_size, yesno_likelihood=g.yesno_likelihood, desc=name)
+            del other
+    model = None
+    if checkpoint:
+        from sepit.model import load_model
+
+        model = load_model(checkpoint, device=device)
+    # Report order: this checkpoint (with, then without structure), the other checkpoints, the baselines.
+    return evaluate(cfg, items, out_dir=out, model=model, proteins=ds.protein, train_records=train, hits=hits,
+                    claim_of=default_claim_extractor(), extra=extra, meta=meta)

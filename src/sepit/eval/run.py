@@ -1,0 +1,176 @@
+"""Running an evaluation: the model's predictions (batched greedy decoding + yes/no likelihood, resumable), the
+baselines, scoring, and the report — from plain inputs, so the CLI only loads files and calls :func:`evaluate`.
+
+    items = items_from_records(test_records, proteins_rows)
+    results = evaluate(cfg, items, out_dir="runs/eval", model=model, proteins=dataset.protein,
+                       train_records=train_records, hits=hits, claim_of=claim_of, meta={"checkpoint": ...})
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sepit.eval.baselines import ClaimOf, Hit, nearest_homolog_predictions, prior_predictions
+from sepit.eval.breakdown import evaluate_system
+from sepit.eval.config import EvalConfig, MetricsSection
+from sepit.eval.items import EvalItem, Prediction
+from sepit.eval.metrics import TextScorer
+from sepit.eval.predictions import PredictionLog
+from sepit.eval.report import write_report
+from sepit.log import get_logger, progress
+
+log = get_logger(__name__)
+
+ProteinLookup = Callable[[str], Any]  # protein id → anything sepit.model.as_protein accepts
+MODEL = "model"
+MODEL_NO_STRUCTURE = "model (no structure)"
+PRIOR = "prior"
+NEAREST_HOMOLOG = "nearest homolog"
+
+
+def select_items(items: Sequence[EvalItem], cfg: EvalConfig) -> list[EvalItem]:
+    """Items of the configured kinds and tasks, the first ``cfg.limit`` of them when a limit is set."""
+    out = [it for it in items if it.kind in cfg.kinds and (not cfg.tasks or it.task in cfg.tasks)]
+    return out[: cfg.limit] if cfg.limit else out
+
+
+def make_text_scorer(m: MetricsSection) -> TextScorer:
+    """The configured TextScorer (tokeniser for BLEU/METEOR, METEOR on/off, BERTScore encoder or none)."""
+    from sepit.eval.text import make_tokenizer
+
+    bert = None
+    if m.bertscore_model:
+        from sepit.eval.bertscore import BertScorer
+
+        bert = BertScorer(m.bertscore_model, num_layers=m.bertscore_layers, batch_size=m.bertscore_batch_size,
+                          device=m.device)
+    return TextScorer(make_tokenizer(m.tokenizer, m.tokenizer_path), bertscorer=bert, use_meteor=m.meteor)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "system"
+
+
+def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinLookup, plog: PredictionLog, *,
+                       max_new_tokens: int = 128, batch_size: int = 8, use_structure: bool = True,
+                       yesno_likelihood: bool = True, desc: str = MODEL) -> dict[str, Prediction]:
+    """Greedy answers of ``model`` (a ``SepitModel``) for the items not yet in ``plog``; yes/no items also get
+    ``p_yes`` from the answer's first-token likelihood. Each batch is logged as soon as it is done.
+
+    ``use_structure=False`` gives the model sequences only (the structure ablation at inference).
+    Returns the predictions of ``items`` (old and new).
+    """
+    import torch
+
+    from sepit.model import ProteinInput, as_protein
+
+    cache: dict[str, Any] = {}
+
+    def protein(pid: str) -> Any:
+        if pid not in cache:
+            p = as_protein(proteins(pid))
+            cache[pid] = p if use_structure else ProteinInput(p.sequence)
+        return cache[pid]
+
+    todo = plog.pending(items)
+    # Similar lengths together: less padding per batch (the order of the log does not matter).
+    todo.sort(key=lambda it: (sum(len(protein(p).sequence) for p in it.all_protein_ids), len(it.question)))
+    was_training = model.training
+    model.eval()
+    bar = progress(total=len(todo), desc=desc, unit="item")
+    try:
+        for s in range(0, len(todo), batch_size):
+            batch = todo[s:s + batch_size]
+            convs = [[{"role": "user", "content": it.question}] for it in batch]
+            prots = [[protein(p) for p in it.all_protein_ids] for it in batch]
+            texts = model.chat(convs, prots, max_new_tokens=max_new_tokens)
+            p_yes: list[float | None] = [None] * len(batch)
+            yn = [i for i, it in enumerate(batch) if it.kind == "yesno"]
+            if yesno_likelihood and yn:
+                enc = model.processor([convs[i] for i in yn], [prots[i] for i in yn], add_generation_prompt=True)
+                with torch.no_grad():
+                    probs = model.yes_no_probability(model.to_device(enc)).float().cpu().tolist()
+                for i, p in zip(yn, probs):
+                    p_yes[i] = min(max(float(p), 0.0), 1.0)
+            plog.append(Prediction(it.id, t.strip(), py) for it, t, py in zip(batch, texts, p_yes))
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        model.train(was_training)
+    done = plog.load()
+    return {it.id: done[it.id] for it in items}
+
+
+def build_results(items: Sequence[EvalItem], systems: Mapping[str, Mapping[str, Prediction] | Sequence[Prediction]],
+                  scorer: TextScorer | None, *, cfg: EvalConfig | None = None,
+                  stats: Mapping[str, Mapping[str, int]] | None = None, meta: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """Score every system on the same items → the ``results`` dict that :func:`write_report` takes."""
+    cfg = cfg or EvalConfig()
+    out_systems = {}
+    for name, preds in systems.items():
+        log.info("scoring %s on %d items", name, len(items))
+        out_systems[name] = evaluate_system(items, preds, scorer, identity_edges=cfg.identity_bins,
+                                            ece_bins=cfg.ece_bins, stats=(stats or {}).get(name))
+    m = dict(meta or {})
+    m.setdefault("n_items", len(items))
+    m.setdefault("identity_bins_percent", list(cfg.identity_bins))
+    if scorer is not None:
+        m.setdefault("bleu_meteor_tokenizer", getattr(scorer.tokenize, "__name__", str(scorer.tokenize)))
+        m.setdefault("bertscore_encoder", str(scorer.bertscorer.model_dir) if scorer.bertscorer else "off")
+    return {"meta": m, "systems": out_systems}
+
+
+def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path, model: Any = None,
+             proteins: ProteinLookup | None = None, train_records: Sequence[Mapping[str, Any]] = (),
+             hits: Mapping[str, Sequence[Hit]] | None = None, claim_of: ClaimOf | None = None,
+             extra: Mapping[str, Mapping[str, Prediction] | Sequence[Prediction]] | None = None,
+             meta: Mapping[str, Any] | None = None, scorer: TextScorer | None = None) -> dict[str, Any]:
+    """The whole evaluation: the model (with, and without, structure), the baselines, any ``extra`` systems (e.g.
+    a second checkpoint's predictions), scored on the same items; writes the report into ``out_dir``.
+
+    The model's predictions are logged under ``out_dir/predictions/`` so a rerun skips finished items.
+    ``hits`` (test protein → ranked training hits) enables the nearest-homolog baseline; ``train_records`` the
+    prior (and the homolog's answers).
+    """
+    out = Path(out_dir)
+    items = select_items(items, cfg)
+    meta = dict(meta or {})
+    systems: dict[str, Any] = {}
+    stats: dict[str, dict[str, int]] = {}
+    if model is not None:
+        if proteins is None:
+            raise ValueError("evaluating a model needs a protein lookup")
+        g = cfg.generation
+        runs = [(MODEL, True)]
+        if g.no_structure_ablation and any(it.has_structure for it in items):
+            runs.append((MODEL_NO_STRUCTURE, False))
+        for name, use_structure in runs:
+            fp = {"checkpoint": str(meta.get("checkpoint", "")), "dataset": str(meta.get("dataset", "")),
+                  "split": cfg.split, "max_new_tokens": g.max_new_tokens, "use_structure": use_structure,
+                  "yesno_likelihood": g.yesno_likelihood}
+            plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl", fp)
+            if len(plog):
+                log.info("%s: %d predictions already done, resuming", name, len(plog))
+            systems[name] = predict_with_model(model, items, proteins, plog, max_new_tokens=g.max_new_tokens,
+                                               batch_size=g.batch_size, use_structure=use_structure,
+                                               yesno_likelihood=g.yesno_likelihood, desc=name)
+    for name, preds in (extra or {}).items():
+        systems[name] = preds
+    if PRIOR in cfg.baselines.run and train_records:
+        systems[PRIOR], st = prior_predictions(items, train_records)
+        stats[PRIOR] = st.to_dict()
+    if "nearest_homolog" in cfg.baselines.run and hits is not None:
+        systems[NEAREST_HOMOLOG], st = nearest_homolog_predictions(items, train_records, hits, claim_of=claim_of,
+                                                                   fallback=cfg.baselines.fallback)
+        stats[NEAREST_HOMOLOG] = st.to_dict()
+    if not systems:
+        raise ValueError("nothing to evaluate: no model, no extra predictions and no baseline inputs")
+    meta.setdefault("split", cfg.split)
+    results = build_results(items, systems, scorer if scorer is not None else make_text_scorer(cfg.metrics),
+                            cfg=cfg, stats=stats, meta=meta)
+    write_report(results, out)
+    return results

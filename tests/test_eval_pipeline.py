@@ -1,0 +1,106 @@
+"""`evaluate_dataset` over a dataset object that follows the built-dataset contract (records + proteins.jsonl)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from sepit.config import from_dict
+from sepit.errors import InputError
+from sepit.eval.config import EvalConfig
+from sepit.eval.pipeline import evaluate_dataset, read_protein_rows
+
+SEQS = {"P1": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWASRVGDGYQLLPRMLDGSARLS",
+        "T1": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQFEVVHSLAKWKRQTLGQHDFSAGEGLYTHMKALRPDEDRLSPLHSVYVDQWDWERVMGDGERQFSTLKSTVEAIWAGIKATEAAVSEEFGLAPFLPDQIHFVHSQELLSRYPDLDAKGRERAIAKDLGAVFLVGIGGKLSDGHRHDVRAPDYDDWSSRVGDGYQLLPRMLDGSARLS",
+        "T2": "MSTNPKPQRKTKRNTNRRPQDVKFPGGGQIVGGVYLLPRRGPRLGVRATRKTSERSQPRGRRQPIPKARRPEGRTWAQPGYPWPLYGNEGCGWAGWLLSPRGSRPSWGPTDPRRRSRNLGKVIDTLTCGFADLMGYIPLVGAPLGGAARALAHGVRVLEDGVNYATGNLPGCSFSIFLLALLSCLTVPASA"}
+
+
+def rec(pid, task, kind, q, a, split, i=0):
+    return {"id": f"{pid}/{task}/{kind}/{i}", "protein_ids": [pid], "task": task, "kind": kind, "split": split,
+            "messages": [{"role": "user", "content": f"<protein>\n{q}"}, {"role": "assistant", "content": a}],
+            "answer": a}
+
+
+RECORDS = [
+    rec("P1", "go_cc", "open", "In which cellular components is this protein found?", "Cellular components: nucleus.",
+        "test"),
+    rec("P1", "go_cc", "yesno", "Is this protein found in the nucleus?", "yes", "test", 1),
+    rec("P1", "go_cc", "yesno", "Is this protein found in the membrane?", "no", "test", 2),
+    rec("T1", "go_cc", "open", "Which cellular structures is this protein part of or located in?",
+        "This protein is found in nucleus, cytoplasm.", "train"),
+    rec("T2", "go_cc", "open", "In which cellular components is this protein found?",
+        "Cellular components: membrane.", "train"),
+    rec("T2", "go_cc", "yesno", "Is this protein found in the membrane?", "yes", "train", 1),
+]
+
+
+class FakeDataset:
+    """The part of `sepit.data.dataset.InstructionDataset` the evaluation uses."""
+
+    def records(self, split=None, kinds=None, tasks=None):
+        from sepit.data.instructions.record import Instruction
+
+        for r in RECORDS:
+            if (split is None or r["split"] == split) and (not kinds or r["kind"] in kinds) \
+                    and (not tasks or r["task"] in tasks):
+                yield Instruction.from_json(r)
+
+    def protein(self, pid):
+        return SimpleNamespace(sequence=SEQS[pid], coords=None, coord_mask=None)
+
+
+def _dataset_dir(tmp_path, with_identity=True):
+    d = tmp_path / "ds"
+    d.mkdir()
+    rows = [{"id": "P1", "split": "test", "has_structure": False,
+             **({"max_identity_to_train": 0.42} if with_identity else {})},
+            {"id": "T1", "split": "train"}, {"id": "T2", "split": "train"}]
+    (d / "proteins.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+CFG = {"metrics": {"tokenizer": "regex", "bertscore_model": "", "meteor": False}}
+
+
+def test_prior_only_from_dataset(tmp_path):
+    cfg = from_dict(EvalConfig, {**CFG, "baselines": {"run": ["prior"]}})
+    res = evaluate_dataset(cfg, _dataset_dir(tmp_path), tmp_path / "out", dataset=FakeDataset())
+    assert list(res["systems"]) == ["prior"]
+    prior = res["systems"]["prior"]
+    assert prior["n"] == 3 and list(prior["by_identity"]) == ["30–50%"]   # 0.42 from proteins.jsonl
+    assert prior["overall"]["yesno_acc"] == 50.0  # training yes/no is all "yes": right on 1 of 2
+    assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_no_records_is_a_clear_error(tmp_path):
+    cfg = from_dict(EvalConfig, {**CFG, "split": "valid"})
+    with pytest.raises(InputError, match="no valid records"):
+        evaluate_dataset(cfg, _dataset_dir(tmp_path), tmp_path / "out", dataset=FakeDataset())
+
+
+def test_bad_protein_rows(tmp_path):
+    (tmp_path / "proteins.jsonl").write_text('{"id": "P1"}\nnot json\n')
+    with pytest.raises(InputError, match="line 2"):
+        read_protein_rows(tmp_path)
+
+
+@pytest.mark.slow
+def test_checkpoint_and_nearest_homolog_with_mmseqs(tmp_path):
+    """A saved `tiny` checkpoint + the nearest-homolog baseline with a real MMseqs2 search."""
+    from sepit.model import build_model, save_model, tiny
+
+    ckpt = tmp_path / "ckpt"
+    save_model(build_model(tiny()), ckpt)
+    cfg = from_dict(EvalConfig, {**CFG, "generation": {"max_new_tokens": 3}})
+    res = evaluate_dataset(cfg, _dataset_dir(tmp_path, with_identity=False), tmp_path / "out", checkpoint=ckpt,
+                           dataset=FakeDataset())
+    assert list(res["systems"]) == ["model", "prior", "nearest homolog"]  # no structure → no ablation run
+    homolog = res["systems"]["nearest homolog"]
+    # P1 differs from T1 at one residue of 225 → identity ≈ 99.6% (filled in from the search)
+    assert list(homolog["by_identity"]) == ["≥90%"]
+    # T1 is the top hit; its open answer is copied, and the claims nucleus/membrane are checked against it
+    assert homolog["stats"] == {"copied": 1, "inferred_from_open_answer": 2}
+    assert homolog["overall"]["yesno_acc"] == 100.0
+    assert res["meta"]["checkpoint"] == str(ckpt)
