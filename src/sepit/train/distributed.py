@@ -1,4 +1,5 @@
-"""Data-parallel plumbing for ``torchrun`` / ``accelerate launch`` (DDP; gloo on CPU, nccl on GPU).
+"""Data-parallel plumbing for ``torchrun`` / ``accelerate launch`` (gloo on CPU, nccl on GPU): gradients are
+averaged over processes after each optimizer step's micro-batches, exactly as DDP averages them.
 
 One process (the usual case) needs none of this: ``world() == (0, 1)`` and every helper is a no-op.
 """
@@ -48,3 +49,36 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average gradients over processes, as DDP does, in flat buckets; a parameter unused on one rank counts with
+    a zero gradient there. Works for any forward (stage 0 does not go through ``forward``), so no wrapper is needed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    world = dist.get_world_size()
+    bucket: list[torch.Tensor] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal bucket, size
+        if not bucket:
+            return
+        flat = _flatten_dense_tensors(bucket)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= world
+        for g, new in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
+            g.copy_(new)
+        bucket, size = [], 0
+
+    for p in params:
+        bucket.append(p.grad)
+        size += p.grad.numel()
+        if size >= 25_000_000:
+            flush()
+    flush()

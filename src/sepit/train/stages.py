@@ -1,0 +1,257 @@
+"""What differs between stages, kept out of the loop: the model to start from, the items, collation and losses.
+
+- stage 0: (protein, caption) pairs → contrastive + coordinate denoising + masked-residue losses (frozen text
+  encoder);
+- stage 1: caption conversations → next-token loss on the answer;
+- stage 2: open-ended and yes/no QA → next-token loss + 0.01 × MoE load-balancing loss; the LLM is upcycled to
+  MoE first, and the frozen encoder's outputs are cached (exact: the encoder is frozen and in eval mode).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sepit.errors import CheckpointError, SepitError
+from sepit.log import get_logger, progress
+from sepit.train import distributed as dist
+from sepit.train.batching import Item
+from sepit.train.config import TrainConfig
+
+log = get_logger(__name__)
+
+
+def resolve_model_config(spec: str):
+    """A preset name (``tiny``/``default``/``paper``) or a model YAML file → ModelConfig."""
+    from sepit.config import load_config
+    from sepit.model import PRESETS, ModelConfig
+
+    if spec in PRESETS:
+        return PRESETS[spec]()
+    if Path(spec).is_file():
+        return load_config(spec, ModelConfig)
+    raise SepitError(f"model {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a model config file")
+
+
+def resolve_init(path: str) -> Path:
+    """``init_from`` may be a model directory or a training run directory (its ``final/`` model is used)."""
+    p = Path(path)
+    for cand in (p, p / "final"):
+        if (cand / "sepit_config.json").is_file():
+            return cand
+    if (p / "checkpoints").is_dir():
+        raise CheckpointError(f"{p}: that training run has no final model yet (finish or resume it first)")
+    raise CheckpointError(f"{p}: not a sepit model directory (no sepit_config.json); check init_from")
+
+
+def protein_input(ds: Any, pid: str, max_len: int) -> Any:
+    from sepit.model import ProteinInput
+
+    p = ds.protein(pid)
+    seq = p.sequence[:max_len]
+    coords = None if p.coords is None else p.coords[:max_len]
+    mask = None if p.coord_mask is None else p.coord_mask[:max_len]
+    return ProteinInput(seq, coords, mask)
+
+
+class StageRunner:
+    """Owns the model of a stage and knows its items, collation and loss."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.device = device
+        self.text_encoder: nn.Module | None = None
+        self.cache: dict[tuple[str, bool], torch.Tensor] = {}
+        self._valid: list[Item] = []
+
+    # -- data ---------------------------------------------------------------------------------------------------------
+    def _dataset(self):
+        from sepit.data.dataset import InstructionDataset
+
+        if not self.cfg.data.dir:
+            raise SepitError("data.dir is empty: point it at a dataset built with `sepit data build`")
+        return InstructionDataset(self.cfg.data.dir)
+
+    def load_items(self) -> list[Item]:
+        ds = self._dataset()
+        d = self.cfg.data
+        items = self._items(ds, d.split, d.max_records)
+        if not items:
+            have = ds.manifest.get("counts", {}) if hasattr(ds, "manifest") else {}
+            raise SepitError(f"{d.dir}: no {d.split} records of kinds {d.kinds}"
+                             f"{' and tasks ' + str(d.tasks) if d.tasks else ''} (the dataset has: {have})")
+        self._valid = self._items(ds, d.eval_split, d.eval_records) if d.eval_records else []
+        return items
+
+    def _items(self, ds: Any, split: str, limit: int) -> list[Item]:
+        d = self.cfg.data
+        out: list[Item] = []
+        proteins: dict[str, Any] = {}
+        for rec in ds.records(split=split, kinds=d.kinds, tasks=d.tasks or None):
+            for pid in rec.protein_ids:
+                if pid not in proteins:
+                    proteins[pid] = protein_input(ds, pid, d.max_protein_len)
+            prots = tuple(proteins[p] for p in rec.protein_ids)
+            text_len = sum(len(m["content"]) for m in rec.messages) // 4
+            length = sum(len(p.sequence) for p in prots) + text_len
+            if self.cfg.stage == 0:
+                out.append(Item(rec.id, prots, caption=rec.answer, task=rec.task, length=length,
+                                protein_ids=tuple(rec.protein_ids)))
+            else:
+                out.append(Item(rec.id, prots, messages=tuple(rec.messages), task=rec.task, length=length,
+                                protein_ids=tuple(rec.protein_ids)))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    def task_counts(self, items: list[Item]) -> dict[str, int]:
+        return dict(sorted(Counter(i.task for i in items).items()))
+
+    def memory_estimate_gb(self) -> float:
+        """Weights (fp32) + grads and two AdamW moments for the trainable part; activations not included."""
+        total = sum(p.numel() for p in self.model.parameters())
+        trainable_groups = self.model.param_groups()
+        trainable = sum(p.numel() for g in self.cfg.lr for _, p in trainable_groups.get(g, []))
+        return (total * 4 + trainable * 12) / 1e9
+
+    # -- per stage ----------------------------------------------------------------------------------------------------
+    def prepare(self, items: list[Item]) -> None:
+        if self.cfg.stage == 0:
+            from sepit.model import load_text_encoder
+
+            self.text_encoder = load_text_encoder(self.model.config.text_encoder).to(self.device).eval()
+            for p in self.text_encoder.parameters():
+                p.requires_grad_(False)
+        if self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains():
+            self._fill_cache(items + self._valid)
+
+    def _encoder_trains(self) -> bool:
+        return any(g in self.cfg.lr for g in ("plm", "structure"))
+
+    def _drop_structure(self, item: Item, step: int) -> list[Any]:
+        """Structure dropout: each protein loses its coordinates with probability ``structure_dropout``
+        (seeded by seed, step and item id, so resumed runs see the same choices)."""
+        import dataclasses
+
+        p = self.cfg.structure_dropout if self.cfg.stage > 0 else 0.0
+        rng = random.Random(f"{self.cfg.seed}/{step}/{item.id}")
+        out = []
+        for prot in item.proteins:
+            if prot.coords is not None and p > 0 and rng.random() < p:
+                prot = dataclasses.replace(prot, coords=None, coord_mask=None)
+            out.append(prot)
+        return out
+
+    def collate(self, items: list[Item], step: int) -> dict[str, Any]:
+        proc = self.model.processor
+        if self.cfg.stage == 0:
+            batch = proc.stage0_batch([i.proteins[0] for i in items], [i.caption for i in items], self.text_encoder)
+            batch["num_tokens_processed"] = int(batch["protein_attention_mask"].sum())
+            return batch
+        prots = [self._drop_structure(i, step) for i in items]
+        batch = proc([list(i.messages) for i in items], prots)
+        if self.cache:
+            feats = [self.cache[(pid, p.coords is not None)]
+                     for i, ps in zip(items, prots) for pid, p in zip(i.protein_ids, ps)]
+            batch["protein_features"] = torch.cat(feats) if feats else torch.zeros(0)
+        batch["num_tokens_processed"] = int(batch["attention_mask"].sum())
+        return batch
+
+    def normaliser(self, collated: list[dict[str, Any]]) -> float:
+        """Stages 1–2: label tokens of the whole optimizer step over all ranks (exact mean over tokens)."""
+        if self.cfg.stage == 0:
+            return float(len(collated))
+        n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in collated)
+        return float(dist.all_reduce_mean(torch.tensor(float(n))).item() * dist.world_info()[1])
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], denom: float, n_micro: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        world = dist.world_info()[1]
+        if self.cfg.stage == 0:
+            w = self.cfg.loss_weights
+            parts = model.stage0_losses(batch, self.text_encoder)
+            loss = sum(w.get(k, 1.0) * parts[k] for k in ("contrastive", "denoise", "mlm")) / n_micro
+            return loss, {"loss": float(loss.detach()), **{k: float(parts[k].detach()) / n_micro
+                                                  for k in ("contrastive", "denoise", "mlm")}}
+        out = model(batch)
+        lm = out.lm_loss * out.num_tokens * world / max(denom, 1.0)
+        loss = lm
+        logs = {"loss": float(lm.detach()), "lm": float(lm.detach())}
+        if out.aux_loss is not None:
+            aux_w = self.cfg.loss_weights.get("aux", self.model.config.moe.aux_loss_weight)
+            aux = aux_w * out.aux_loss / n_micro
+            loss = loss + aux
+            logs["aux"] = float(out.aux_loss.detach()) / n_micro
+        return loss, logs
+
+    @torch.no_grad()
+    def _fill_cache(self, items: list[Item]) -> None:
+        """Encode every protein once with and without its structure (as structure dropout may pick either)."""
+        self.model.encoder.eval()
+        todo = []
+        for it in items:
+            for pid, p in zip(it.protein_ids, it.proteins):
+                for with_s in ((True, False) if p.coords is not None else (False,)):
+                    if (pid, with_s) not in self.cache:
+                        self.cache[(pid, with_s)] = torch.empty(0)
+                        todo.append((pid, p, with_s))
+        import dataclasses
+
+        bs = 8
+        for s in progress(range(0, len(todo), bs), desc="encoder cache", unit="batch"):
+            chunk = todo[s:s + bs]
+            prots = [p if w else dataclasses.replace(p, coords=None, coord_mask=None) for _, p, w in chunk]
+            batch = self.model.to_device(self.model.processor.protein_batch(prots))
+            feats = self.model.encoder_features(batch)
+            for (pid, _, w), f in zip(chunk, feats):
+                self.cache[(pid, w)] = f.cpu()
+        log.info(f"encoder cache: {len(todo)} protein encodings stored (encoder frozen)")
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        if not self._valid:
+            return None
+        self.model.eval()
+        total, n = 0.0, 0
+        bs = self.cfg.batch_size
+        for s in range(0, len(self._valid), bs):
+            chunk = self._valid[s:s + bs]
+            b = self.model.to_device(self.collate(chunk, step=-1))
+            if self.cfg.stage == 0:
+                total += float(self.model.stage0_losses(b, self.text_encoder)["loss"]) * len(chunk)
+                n += len(chunk)
+            else:
+                out = self.model(b)
+                total += float(out.lm_loss) * out.num_tokens
+                n += out.num_tokens
+        self.model.train()
+        return total / max(n, 1)
+
+
+def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device) -> StageRunner:
+    """Build or load the model for a stage: ``init_from`` (a previous stage) or the ``model`` preset/config."""
+    from sepit.model import build_model, load_model
+
+    if model is None:
+        if cfg.init_from:
+            model = load_model(resolve_init(cfg.init_from))
+            log.info(f"stage {cfg.stage}: starting from {resolve_init(cfg.init_from)}")
+        else:
+            model = build_model(resolve_model_config(cfg.model), seed=cfg.seed)
+    if cfg.stage == 2 and cfg.upcycle_experts and not model.is_moe:
+        if cfg.upcycle_experts != model.config.moe.num_experts:
+            import dataclasses
+
+            model.config = dataclasses.replace(
+                model.config, moe=dataclasses.replace(model.config.moe, num_experts=cfg.upcycle_experts))
+        model.upcycle()
+        log.info(f"stage 2: LLM upcycled to a mixture of {cfg.upcycle_experts} experts (top-1)")
+    if cfg.grad_checkpointing and hasattr(model.llm, "gradient_checkpointing_enable"):
+        model.llm.gradient_checkpointing_enable()
+    return StageRunner(cfg, model, device)
