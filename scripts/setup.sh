@@ -42,11 +42,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$PY" -c 'import s
   echo "$want" > "$stamp"
 fi
 
-# 4. System tools through apt-get when missing (MMseqs2 for homology splits/baselines, WordNet for METEOR).
+# 4. System tools through apt-get when missing (MMseqs2 for homology splits/baselines, WordNet for METEOR,
+#    Chromium for the web test).
 need_pkgs=()
 command -v mmseqs >/dev/null || need_pkgs+=(mmseqs2)
 [ -f /usr/share/wordnet/data.noun ] || need_pkgs+=(wordnet-base)
 [ -f /usr/share/wordnet/index.sense ] || need_pkgs+=(wordnet-sense-index)
+# Headless Chromium + driver for the web page's end-to-end test (tests/test_web_e2e.py); SEPIT_SKIP_BROWSER=1 skips.
+if [ "${SEPIT_SKIP_BROWSER:-0}" != 1 ]; then
+  command -v chromium >/dev/null || need_pkgs+=(chromium)
+  command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
+fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "${SEPIT_SKIP_APT:-0}" = 1 ] || ! command -v apt-get >/dev/null; then
     say "warning: missing system packages: ${need_pkgs[*]} (install them with your package manager);"

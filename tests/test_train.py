@@ -166,3 +166,11 @@ def test_two_gloo_processes_match_one_process(tmp_path) -> None:
     a, b = load_model(two / "final"), load_model(one.final_dir)
     for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_stage2_encoder_cache_is_exact(tmp_path) -> None:
+    items = make_items()
+    kw = dict(max_steps=3, structure_dropout=0.5)
+    cached = train(cfg_for(2, tmp_path / "c", cache_encoder=True, **kw), items=items, model=build_model(tiny()))
+    plain = train(cfg_for(2, tmp_path / "p", cache_encoder=False, **kw), items=items, model=build_model(tiny()))
+    assert cached.losses == pytest.approx(plain.losses, rel=1e-5)

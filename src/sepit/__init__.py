@@ -6,4 +6,11 @@ proteins (Wu et al., arXiv 2410.03553). See README.md for the command line; the 
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load"]
+
+
+def load(path=None, *, device=None):  # lazy: torch and transformers are imported only when a model is loaded
+    """A trained model ready for questions (``sepit.load(DIR).ask(protein, question)``); see :func:`sepit.api.load`."""
+    from sepit.api import load as _load
+
+    return _load(path, device=device)

@@ -20,6 +20,10 @@ from sepit.log import get_logger, setup_logging
 COMMAND_MODULES: tuple[str, ...] = (
     "sepit.cli.models",
     "sepit.cli.config",
+    "sepit.cli.model",
+    "sepit.cli.train",
+    "sepit.cli.ask",
+    "sepit.cli.serve",
 )
 
 EPILOG = """examples:

@@ -123,9 +123,7 @@ class StageRunner:
     # -- per stage ----------------------------------------------------------------------------------------------------
     def prepare(self, items: list[Item]) -> None:
         if self.cfg.stage == 0:
-            from sepit.model import load_text_encoder
-
-            self.text_encoder = load_text_encoder(self.model.config.text_encoder).to(self.device).eval()
+            self.text_encoder = self.model.load_text_encoder().to(self.device).eval()
             for p in self.text_encoder.parameters():
                 p.requires_grad_(False)
         if self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains():
@@ -252,6 +250,7 @@ def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device)
                 model.config, moe=dataclasses.replace(model.config.moe, num_experts=cfg.upcycle_experts))
         model.upcycle()
         log.info(f"stage 2: LLM upcycled to a mixture of {cfg.upcycle_experts} experts (top-1)")
-    if cfg.grad_checkpointing and hasattr(model.llm, "gradient_checkpointing_enable"):
-        model.llm.gradient_checkpointing_enable()
+    if cfg.grad_checkpointing:
+        enable = getattr(model.llm, "activation_checkpointing_enable", None) or model.llm.gradient_checkpointing_enable
+        enable()
     return StageRunner(cfg, model, device)

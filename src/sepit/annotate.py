@@ -1,0 +1,182 @@
+"""Batch annotation: a standard set of questions answered for every protein of FASTA files / structure folders.
+
+    sepit annotate --model DIR proteins.fasta structures/ -o annotations.jsonl
+
+One JSON line per protein: ``{"id", "source", "length", "has_structure", "answers": {key: text},
+"yes_no": {key: P(yes)}}``. The output is resumable: proteins already in it are skipped, so an interrupted run
+continues where it stopped. Lines are appended and flushed one protein at a time (a whole-file atomic rewrite would
+lose the point of resuming); a line cut short by a crash is dropped and redone on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sepit.config import read_yaml
+from sepit.errors import ConfigError, InputError
+from sepit.log import get_logger, progress
+from sepit.paths import resources_dir
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Question:
+    """One standard question: ``key`` names the output column; ``kind`` is ``open`` (text) or ``yesno`` (P(yes))."""
+
+    key: str
+    question: str
+    kind: Literal["open", "yesno"] = "open"
+
+
+def default_questions_path() -> Path:
+    return resources_dir() / "annotate_questions.yaml"
+
+
+def load_questions(path: str | Path | None = None) -> list[Question]:
+    """The question set in a YAML file (default: the shipped standard set); one-line ConfigError when wrong."""
+    p = Path(path) if path is not None else default_questions_path()
+    data = read_yaml(p)
+    unknown = set(data) - {"questions"}
+    if unknown or not isinstance(data.get("questions"), list) or not data["questions"]:
+        raise ConfigError(f"{p}: expected one top-level key 'questions:' with a non-empty list")
+    out: list[Question] = []
+    for i, q in enumerate(data["questions"]):
+        if not isinstance(q, dict) or set(q) - {"key", "question", "kind"} or not {"key", "question"} <= set(q):
+            raise ConfigError(f"{p}: questions[{i}] needs 'key' and 'question' (and optionally 'kind'), got {q!r}")
+        kind = q.get("kind", "open")
+        if kind not in ("open", "yesno"):
+            raise ConfigError(f"{p}: questions[{i}].kind must be open or yesno, got {kind!r}")
+        if not str(q["question"]).strip():
+            raise ConfigError(f"{p}: questions[{i}] has an empty question")
+        out.append(Question(str(q["key"]), str(q["question"]).strip(), kind))
+    keys = [q.key for q in out]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise ConfigError(f"{p}: duplicate question keys {dup}")
+    return out
+
+
+def annotate_proteins(qa: Any, proteins: Sequence[Any], questions: Sequence[Question], *,
+                      max_new_tokens: int = 96, batch_size: int = 8,
+                      should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Answer every question about every protein; open questions are generated ``batch_size`` at a time.
+
+    Returns one row per protein (the JSONL record without the file bookkeeping).
+    """
+    from sepit.api import GenerationStopped, conversation
+
+    opens = [q for q in questions if q.kind == "open"]
+    yesnos = [q for q in questions if q.kind == "yesno"]
+    pairs = [(i, q) for i in range(len(proteins)) for q in opens]
+    texts: list[str] = []
+    for s in range(0, len(pairs), batch_size):
+        if should_stop is not None and should_stop():
+            raise GenerationStopped("annotation stopped before it finished")
+        chunk = pairs[s:s + batch_size]
+        texts += qa.generate([proteins[i] for i, _ in chunk], [conversation(q.question) for _, q in chunk],
+                             max_new_tokens=max_new_tokens, should_stop=should_stop)
+    probs: list[float] = []
+    ypairs = [(i, q) for i in range(len(proteins)) for q in yesnos]
+    for s in range(0, len(ypairs), batch_size):
+        chunk = ypairs[s:s + batch_size]
+        probs += qa.yes_no_many([proteins[i] for i, _ in chunk], [q.question for _, q in chunk])
+    rows = []
+    for i, p in enumerate(proteins):
+        rows.append({
+            "id": p.id, "source": p.source, "length": len(p.sequence), "has_structure": p.has_structure,
+            "answers": {q.key: texts[k] for k, (j, q) in enumerate(pairs) if j == i},
+            "yes_no": {q.key: round(float(probs[k]), 4) for k, (j, q) in enumerate(ypairs) if j == i},
+        })
+    return rows
+
+
+def done_ids(out: Path) -> set[str]:
+    """Ids already written to a JSONL output; a trailing partial line (a crash mid-write) is cut off the file."""
+    if not out.exists():
+        return set()
+    ids: set[str] = set()
+    good = 0
+    with open(out, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break  # cut short by a crash: redo it
+            try:
+                ids.add(str(json.loads(raw)["id"]))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise InputError(out, f"line {len(ids) + 1} is not an annotation record; choose another -o "
+                                      "or delete the file") from None
+            good += len(raw)
+    if good < out.stat().st_size:
+        log.info("%s: dropping a partial last line (redone now)", out)
+        with open(out, "r+b") as f:
+            f.truncate(good)
+    return ids
+
+
+def unique_ids(proteins: list[Any]) -> list[Any]:
+    """Make ids unique across inputs (``id``, ``id#2``, ...) so resuming can key on them."""
+    from sepit.api import Protein
+
+    seen: dict[str, int] = {}
+    out = []
+    for p in proteins:
+        n = seen.get(p.id, 0) + 1
+        seen[p.id] = n
+        out.append(p if n == 1 else Protein(f"{p.id}#{n}", p.sequence, p.coords, p.coord_mask, p.source))
+    return out
+
+
+def collect_proteins(inputs: Sequence[str | Path], chain: str | None = None) -> list[Any]:
+    """Proteins of every input. A file named on the command line must be readable; an unreadable file found
+    inside a folder is skipped with a warning (one bad download should not stop a batch of thousands)."""
+    from sepit.api import input_files, read_proteins
+
+    proteins = []
+    for inp in inputs:
+        if not Path(inp).is_dir():
+            proteins += read_proteins(inp, chain)
+            continue
+        for f in input_files(Path(inp)):
+            try:
+                proteins += read_proteins(f, chain)
+            except InputError as e:
+                log.warning("skipped: %s", e)
+    return proteins
+
+
+def annotate_files(qa: Any, inputs: Sequence[str | Path], out: str | Path, *, questions: Sequence[Question],
+                   chain: str | None = None, batch_size: int = 8, max_new_tokens: int = 96) -> dict[str, int]:
+    """Annotate every protein of ``inputs`` (FASTA files, structure files, folders) into JSONL ``out``.
+
+    Resumable: proteins already in ``out`` are skipped. Returns counts ``{"total", "skipped", "written"}``.
+    """
+    out = Path(out)
+    proteins = unique_ids(collect_proteins(inputs, chain))
+    done = done_ids(out)
+    todo = [p for p in proteins if p.id not in done]
+    if done:
+        log.info("%s: %d of %d proteins already annotated; %d to go", out, len(done & {p.id for p in proteins}),
+                 len(proteins), len(todo))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A batch holds whole proteins so that each line is written as soon as its protein is done.
+    per_batch = max(1, batch_size // max(1, sum(q.kind == "open" for q in questions)))
+    written = 0
+    bar = progress(total=len(todo), desc="annotate", unit="protein")
+    with open(out, "a", encoding="utf-8") as f:
+        for s in range(0, len(todo), per_batch):
+            rows = annotate_proteins(qa, todo[s:s + per_batch], questions, max_new_tokens=max_new_tokens,
+                                     batch_size=batch_size)
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+            written += len(rows)
+            bar.update(len(rows))
+    bar.close()
+    return {"total": len(proteins), "skipped": len(proteins) - len(todo), "written": written}

@@ -1,0 +1,222 @@
+"""Builders: ``ModelConfig`` → ``SepitModel`` (with weights), or a weightless skeleton on the meta device.
+
+Presets are functions returning configs: :func:`tiny` (random, offline, for tests), :func:`default` (ESM-2 t6 8M +
+SmolLM2-135M-Instruct + MiniLM, after ``sepit models fetch``) and :func:`paper` (ESM-2 650M + TinyLlama-1.1B-Chat
+or Llama-2-7B-chat, the paper's scale: point ``plm``/``llm``/``text_encoder`` at local copies of those
+checkpoints to build it with weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sepit.errors import SepitError
+from sepit.log import get_logger
+from sepit.model.config import TINY, ModelConfig
+from sepit.model.encoder import StructureAwareEsm
+from sepit.model.fusion import SepitModel
+from sepit.model.heads import Stage0Heads
+from sepit.model.moe import upcycle_to_moe
+from sepit.model.processor import SepitProcessor, add_protein_tokens
+from sepit.model.projector import Projector
+from sepit.model.structure import StructureModule
+
+log = get_logger(__name__)
+
+PAPER_LLMS = {"tinyllama": "TinyLlama/TinyLlama-1.1B-Chat-v1.0", "llama2_7b": "meta-llama/Llama-2-7b-chat-hf"}
+
+
+# ---- presets ------------------------------------------------------------------------------------------------------
+def tiny() -> ModelConfig:
+    """Random tiny ESM (real 33-token alphabet) + tiny Llama + tiny BERT text encoder; builds offline in < 1 s."""
+    return ModelConfig(plm=TINY, llm=TINY, text_encoder=TINY)
+
+
+def default() -> ModelConfig:
+    """ESM-2 t6 8M + SmolLM2-135M-Instruct + all-MiniLM-L6-v2 (``sepit models fetch`` installs them)."""
+    return ModelConfig()
+
+
+def paper(llm: str = "tinyllama") -> ModelConfig:
+    """The paper's scale: ESM-2 650M + TinyLlama-1.1B-Chat (``llm="llama2_7b"``: Llama-2-7B-chat), MoE in stage 2.
+
+    The names are Hugging Face hub ids; sepit never downloads from a hub: set ``plm``/``llm``/``text_encoder``
+    to local directories to build it with weights (``sepit model info`` counts it without them).
+    """
+    return ModelConfig(plm="facebook/esm2_t33_650M_UR50D", llm=PAPER_LLMS[llm],
+                       text_encoder="sentence-transformers/all-MiniLM-L6-v2")
+
+
+PRESETS = {"tiny": tiny, "default": default, "paper": paper}
+
+
+# ---- helpers ------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Deterministic initialisation of new modules without disturbing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _resolve(name: str) -> Path:
+    from sepit.assets import model_path
+
+    return model_path(name)
+
+
+def _text_hidden_size(cfg: ModelConfig, *, allow_known: bool = False) -> int:
+    if cfg.text_encoder == TINY:
+        return cfg.tiny.text_hidden
+    return int(_hf_config(cfg.text_encoder, allow_known=allow_known)[0].hidden_size)
+
+
+def _hf_config(name: str, *, allow_known: bool) -> tuple[Any, str]:
+    """(transformers config, where it came from) for a model name or directory."""
+    from transformers import AutoConfig
+
+    try:
+        path = _resolve(name)
+    except SepitError:
+        if allow_known:
+            from sepit.model._known import known_config
+
+            conf = known_config(name)
+            if conf is not None:
+                return conf, "built-in architecture table, files not installed"
+        raise
+    where = "config.json of the installed model" if str(name) != str(path) and not Path(name).exists() else str(path)
+    return AutoConfig.from_pretrained(path), where
+
+
+def assemble(cfg: ModelConfig, esm, llm, plm_tokenizer, llm_tokenizer, text_hidden: int, *, seed: int = 0,
+             sources: dict[str, Any] | None = None) -> SepitModel:
+    """Put a SepitModel together around an ``EsmModel`` and a causal LM (new modules seeded with ``seed``).
+
+    Tokenizers may be None (meta-device skeletons for counting: no processor).
+    """
+    esm.set_attn_implementation(cfg.plm_attn_implementation)
+    ec = esm.config
+    sc, hc, pc = cfg.structure, cfg.heads, cfg.projector
+    with _seeded(seed):
+        structure = StructureModule(ec.num_attention_heads, ec.hidden_size, sc.num_kernels, sc.bias_hidden,
+                                    sc.node_scale)
+        heads = Stage0Heads(ec.hidden_size, text_hidden, ec.vocab_size, sc.num_kernels, hc.contrastive_dim,
+                            hc.temperature_init)
+        projector = Projector(ec.hidden_size, int(llm.config.hidden_size), pc.hidden_dim or None, pc.num_layers)
+    processor = None
+    if plm_tokenizer is not None and llm_tokenizer is not None:
+        processor = SepitProcessor(plm_tokenizer, llm_tokenizer, pool=pc.pool, max_residues=cfg.max_residues)
+    if cfg.moe.enabled:
+        with _seeded(seed + 1):
+            llm = upcycle_to_moe(llm, cfg.moe.num_experts, copy=False)
+    sources = dict(sources or {})
+    sources.setdefault("text_hidden_size", text_hidden)
+    return SepitModel(StructureAwareEsm(esm, structure), heads, projector, llm, processor, cfg, sources)
+
+
+def _tiny_plm(cfg: ModelConfig):
+    from transformers import EsmModel
+
+    from sepit.model._tiny import tiny_esm_config, tiny_esm_tokenizer
+
+    with _seeded(cfg.tiny.seed + 1):
+        return EsmModel(tiny_esm_config(cfg.tiny), add_pooling_layer=False), tiny_esm_tokenizer()
+
+
+def _tiny_llm(cfg: ModelConfig):
+    from transformers import LlamaForCausalLM
+
+    from sepit.model._tiny import tiny_llama_config, tiny_llm_tokenizer
+
+    tok = tiny_llm_tokenizer()
+    add_protein_tokens(tok)
+    with _seeded(cfg.tiny.seed + 2):
+        return LlamaForCausalLM(tiny_llama_config(cfg.tiny, tok)), tok
+
+
+# ---- builders -----------------------------------------------------------------------------------------------------
+def build_model(cfg: ModelConfig, *, seed: int = 0) -> SepitModel:
+    """``ModelConfig`` → ``SepitModel`` with pretrained (or, for ``tiny``, random) weights, float32 on CPU.
+
+    The LLM tokenizer gets the protein tokens and the embeddings grow to fit them; with ``moe.enabled`` the LLM is
+    upcycled right away (normally stage 2 upcycles a trained dense model with ``model.upcycle()``).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, EsmModel
+
+    sources: dict[str, Any] = {}
+    if cfg.plm == TINY:
+        esm, plm_tok = _tiny_plm(cfg)
+        sources["plm"] = TINY
+    else:
+        path = _resolve(cfg.plm)
+        esm = EsmModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32,
+                                       attn_implementation=cfg.plm_attn_implementation)
+        plm_tok = AutoTokenizer.from_pretrained(path)
+        sources["plm"] = str(path)
+    if cfg.llm == TINY:
+        llm, llm_tok = _tiny_llm(cfg)
+        sources["llm"] = TINY
+    else:
+        path = _resolve(cfg.llm)
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        llm_tok = AutoTokenizer.from_pretrained(path)
+        added = add_protein_tokens(llm_tok)
+        if len(llm_tok) > llm.get_input_embeddings().weight.shape[0]:
+            with _seeded(seed + 2):
+                llm.resize_token_embeddings(len(llm_tok))
+        log.debug("added %d protein tokens to the LLM tokenizer", added)
+        sources["llm"] = str(path)
+    sources["text_encoder"] = cfg.text_encoder
+    return assemble(cfg, esm, llm, plm_tok, llm_tok, _text_hidden_size(cfg), seed=seed, sources=sources)
+
+
+def build_skeleton(cfg: ModelConfig) -> tuple[SepitModel, dict[str, str]]:
+    """A weightless SepitModel on the meta device (no processor), for counting parameters of any scale.
+
+    Architectures come from the installed checkpoints' config.json or, when absent, from a built-in table of
+    well-known checkpoints. Returns (model, where each architecture came from).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, EsmModel
+
+    origin: dict[str, str] = {}
+    if cfg.plm == TINY:
+        from sepit.model._tiny import tiny_esm_config
+
+        plm_conf, origin["plm"] = tiny_esm_config(cfg.tiny), TINY
+    else:
+        conf, where = _hf_config(cfg.plm, allow_known=True)
+        plm_conf, origin["plm"] = conf, f"{cfg.plm} ({where})"
+    if cfg.llm == TINY:
+        from sepit.model._tiny import tiny_llama_config, tiny_llm_tokenizer
+
+        tok = tiny_llm_tokenizer()
+        add_protein_tokens(tok)
+        llm_conf, origin["llm"] = tiny_llama_config(cfg.tiny, tok), TINY
+    else:
+        conf, where = _hf_config(cfg.llm, allow_known=True)
+        llm_conf, origin["llm"] = conf, f"{cfg.llm} ({where})"
+        try:
+            tok = AutoTokenizer.from_pretrained(_resolve(cfg.llm))
+            size = len(tok) + add_protein_tokens(tok)
+        except SepitError:
+            size = int(llm_conf.vocab_size) + 3  # the three protein tokens
+        llm_conf.vocab_size = max(int(llm_conf.vocab_size), size)
+    text_hidden = _text_hidden_size(cfg, allow_known=True)
+    origin["text_encoder"] = cfg.text_encoder
+    with torch.device("meta"):
+        esm = EsmModel(plm_conf, add_pooling_layer=False)
+        llm = AutoModelForCausalLM.from_config(llm_conf)
+        model = assemble(cfg, esm, llm, None, None, text_hidden)
+    return model, origin
+
+
+def with_moe(cfg: ModelConfig, enabled: bool = True) -> ModelConfig:
+    """A copy of ``cfg`` with MoE switched on or off."""
+    return dataclasses.replace(cfg, moe=dataclasses.replace(cfg.moe, enabled=enabled))

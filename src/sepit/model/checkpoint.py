@@ -1,0 +1,206 @@
+"""Save / load a SepitModel as one directory (safetensors + JSON only, written atomically, loaded strictly).
+
+```
+DIR/model.safetensors     every weight (tied weights stored once)
+DIR/sepit_config.json     format, sepit version, the full ModelConfig, base checkpoints, sizes, parameter counts
+DIR/plm/                  the ESM config.json + tokenizer files
+DIR/llm/                  the LLM config.json + generation_config.json + tokenizer (with the protein tokens)
+```
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sepit import __version__
+from sepit._io import atomic_dir, write_json
+from sepit.config import from_dict, to_dict
+from sepit.errors import CheckpointError, ConfigError
+from sepit.log import get_logger
+from sepit.model.config import TINY, ModelConfig
+
+log = get_logger(__name__)
+
+FORMAT = "sepit-model"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "sepit_config.json"
+REQUIRED = (WEIGHTS, CONFIG, "plm/config.json", "llm/config.json")
+
+#: Config fields that change the architecture or the weights' meaning; a checkpoint and a config that disagree on
+#: any of them cannot be combined. The rest (loss weights, limits) are run-time settings.
+ARCHITECTURE_FIELDS: tuple[str, ...] = (
+    "plm", "llm", "text_encoder", "structure.num_kernels", "structure.bias_hidden", "structure.node_scale",
+    "heads.contrastive_dim", "projector.num_layers", "projector.hidden_dim", "projector.pool", "moe.enabled",
+    "moe.num_experts",
+)
+
+
+def _get(cfg: ModelConfig, dotted: str) -> Any:
+    value: Any = cfg
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[str]:
+    """``["moe.enabled=True (config asks for False)", ...]`` for every architecture field that differs."""
+    fields = list(ARCHITECTURE_FIELDS)
+    if TINY in {saved.plm, saved.llm, saved.text_encoder}:  # random tiny weights depend on the sizes and seed
+        fields += [f"tiny.{f.name}" for f in dataclasses.fields(saved.tiny)]
+    return [f"{f}={_get(saved, f)!r} (config asks for {_get(wanted, f)!r})" for f in fields
+            if _get(saved, f) != _get(wanted, f)]
+
+
+
+def save_model(model, directory: str | Path) -> Path:
+    """Write ``model`` to ``directory`` (replaced atomically). Returns the directory."""
+    from safetensors.torch import save_model as save_weights
+
+    from sepit.model.params import parameter_counts
+
+    directory = Path(directory)
+    if model.processor is None:
+        raise CheckpointError(f"{directory}: cannot save a model without tokenizers (a meta-device skeleton)")
+    esm_conf, llm_conf = model.encoder.esm.config, model.llm.config
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "sepit_version": __version__,
+        "config": to_dict(model.config),
+        "plm": {"source": model.sources.get("plm", model.config.plm), "architecture": type(model.encoder.esm).__name__,
+                "hidden_size": esm_conf.hidden_size, "num_layers": esm_conf.num_hidden_layers,
+                "num_heads": esm_conf.num_attention_heads, "vocab_size": esm_conf.vocab_size},
+        "llm": {"source": model.sources.get("llm", model.config.llm), "architecture": type(model.llm).__name__,
+                "hidden_size": llm_conf.hidden_size, "num_layers": llm_conf.num_hidden_layers,
+                "vocab_size": model.llm.get_input_embeddings().weight.shape[0],
+                "protein_tokens": list(model.processor.llm_tokenizer.convert_ids_to_tokens(
+                    [model.processor.protein_token_id, model.processor.protein_start_id,
+                     model.processor.protein_end_id]))},
+        "text_encoder": {"source": model.config.text_encoder,
+                         "hidden_size": int(model.sources.get("text_hidden_size", 0))},
+        "moe": {"enabled": model.is_moe, "num_experts": model.config.moe.num_experts},
+        "pool": model.config.projector.pool,
+        "parameters": parameter_counts(model),
+    }
+    with atomic_dir(directory) as tmp:
+        save_weights(model, str(tmp / WEIGHTS), metadata={"format": "pt", "sepit_format": FORMAT})
+        esm_conf.save_pretrained(tmp / "plm")
+        model.processor.protein_tokenizer.save_pretrained(tmp / "plm")
+        llm_conf.save_pretrained(tmp / "llm")
+        if model.llm.generation_config is not None:
+            model.llm.generation_config.save_pretrained(tmp / "llm")
+        model.processor.llm_tokenizer.save_pretrained(tmp / "llm")
+        write_json(tmp / CONFIG, record)  # last: a directory with a config has everything
+    log.info("saved model to %s", directory)
+    return directory
+
+
+def read_record(directory: str | Path) -> dict[str, Any]:
+    """The checkpoint's ``sepit_config.json`` after checking the directory is complete."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: checkpoint directory not found")
+    missing = [f for f in REQUIRED if not (d / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{d}: not a complete sepit checkpoint (missing {', '.join(missing)})")
+    try:
+        record = json.loads((d / CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{d / CONFIG}: unreadable ({type(e).__name__}: {e})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise CheckpointError(f"{d / CONFIG}: not a sepit model config (format is not {FORMAT!r})")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{d / CONFIG}: format version {record.get('format_version')} is not supported "
+                              f"(this sepit reads {FORMAT_VERSION})")
+    return record
+
+
+def checkpoint_config(directory: str | Path) -> ModelConfig:
+    """The ModelConfig a checkpoint was made with."""
+    d = Path(directory)
+    try:
+        return from_dict(ModelConfig, read_record(d)["config"])
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{d / CONFIG}: invalid model config ({e})") from None
+
+
+def load_model(directory: str | Path, expect: ModelConfig | None = None, *, device: str | torch.device = "cpu"):
+    """Load a saved SepitModel; needs nothing but the directory. Strict: every weight must fit exactly.
+
+    ``expect``: the config a caller intends to use; if its architecture fields differ from the checkpoint's, a
+    CheckpointError names them. Its run-time settings (loss weights, limits) then replace the saved ones.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as load_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, EsmModel
+
+    from sepit.model.build import assemble
+
+    d = Path(directory)
+    record = read_record(d)
+    cfg = checkpoint_config(d)
+    if expect is not None:
+        diffs = architecture_differences(cfg, expect)
+        if diffs:
+            raise CheckpointError(f"{d}: checkpoint was made with different options: {'; '.join(diffs)}")
+        cfg = expect
+    try:
+        esm = EsmModel(AutoConfig.from_pretrained(d / "plm"), add_pooling_layer=False)
+        llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d / "llm"))
+        plm_tok = AutoTokenizer.from_pretrained(d / "plm")
+        llm_tok = AutoTokenizer.from_pretrained(d / "llm")
+    except (OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{d}: cannot rebuild the model from its configs ({type(e).__name__}: {e})") from None
+    if llm.get_input_embeddings().weight.shape[0] != record["llm"]["vocab_size"]:
+        llm.resize_token_embeddings(record["llm"]["vocab_size"], mean_resizing=False)
+    try:
+        generation = (d / "llm" / "generation_config.json")
+        if generation.is_file():
+            from transformers import GenerationConfig
+
+            llm.generation_config = GenerationConfig.from_pretrained(d / "llm")
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{generation}: unreadable ({e})") from None
+    text_hidden = int(record.get("text_encoder", {}).get("hidden_size") or 0)
+    if text_hidden <= 0:
+        raise CheckpointError(f"{d / CONFIG}: text_encoder.hidden_size missing")
+    sources = {"plm": record["plm"]["source"], "llm": record["llm"]["source"], "text_hidden_size": text_hidden}
+    model = assemble(cfg, esm, llm, plm_tok, llm_tok, text_hidden, sources=sources)
+    try:
+        missing, unexpected = load_weights(model, str(d / WEIGHTS), strict=False, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{d / WEIGHTS}: unreadable weights ({e})") from None
+    except RuntimeError as e:  # shapes that do not fit
+        msg = str(e).strip().splitlines()
+        raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the recorded architecture "
+                              f"({' '.join(m.strip() for m in msg[:3])})") from None
+    if missing or unexpected:
+        raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the recorded architecture (missing "
+                              f"{sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, unexpected "
+                              f"{sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
+    return model.to(device)
+
+
+def skeleton_from_checkpoint(directory: str | Path, *, moe: bool | None = None):
+    """A weightless meta-device model with a checkpoint's architecture (for counting); ``moe`` overrides whether
+    the LLM is upcycled. Returns (model, where the architecture came from)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, EsmModel
+
+    from sepit.model.build import assemble, with_moe
+
+    d = Path(directory)
+    record = read_record(d)
+    cfg = checkpoint_config(d)
+    if moe is not None:
+        cfg = with_moe(cfg, moe)
+    with torch.device("meta"):
+        esm = EsmModel(AutoConfig.from_pretrained(d / "plm"), add_pooling_layer=False)
+        llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d / "llm"))
+        model = assemble(cfg, esm, llm, None, None, int(record["text_encoder"]["hidden_size"]))
+    return model, {"plm": record["plm"]["source"], "llm": record["llm"]["source"], "checkpoint": str(d)}

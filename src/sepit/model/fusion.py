@@ -1,0 +1,316 @@
+"""``SepitModel``: structure-aware ESM-2 + stage-0 heads + projector + a Llama-family causal LM (dense or MoE).
+
+The LLM is used only through public APIs: ``get_input_embeddings()``, ``get_decoder()`` (hidden states from
+``inputs_embeds`` + ``attention_mask``), ``get_output_embeddings()`` (logits only where the loss needs them) and
+``generate(inputs_embeds=...)``. Protein features are scattered into the ``<protein>`` slots with ``masked_scatter``
+after a hard count check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sepit.errors import InputError
+from sepit.model.config import ModelConfig
+from sepit.model.encoder import EncoderOutput, StructureAwareEsm
+from sepit.model.heads import Stage0Heads, masked_mean
+from sepit.model.moe import is_moe, moe_layers, upcycle_to_moe
+from sepit.model.processor import IGNORE, SepitProcessor
+from sepit.model.projector import Projector, gather_residues
+
+PROTEIN_KEYS = ("protein_input_ids", "protein_attention_mask", "protein_residue_mask", "coords", "coord_mask")
+
+
+@dataclass
+class SepitOutput:
+    """``loss`` = ``lm_loss`` + aux weight × ``aux_loss`` (aux is None for a dense LLM); ``num_tokens``: target
+    tokens the LM loss averaged over; ``logits`` (num_tokens, V) only when requested."""
+
+    loss: torch.Tensor
+    lm_loss: torch.Tensor
+    aux_loss: torch.Tensor | None
+    num_tokens: int
+    logits: torch.Tensor | None = None
+
+
+class _Streamer:
+    """Minimal ``generate`` streamer: after each step calls ``callback(texts_so_far)`` (one string per sample)."""
+
+    def __init__(self, tokenizer, batch_size: int, callback: Callable[[list[str]], None]) -> None:
+        self.tokenizer, self.callback = tokenizer, callback
+        self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
+
+    def put(self, value: torch.Tensor) -> None:
+        value = value.reshape(len(self.tokens), -1) if value.numel() else value
+        if value.numel() == 0:  # the (empty) prompt ids when generating from inputs_embeds
+            return
+        for row, ids in zip(self.tokens, value.tolist()):
+            row.extend(ids)
+        self.callback(self.tokenizer.batch_decode(self.tokens, skip_special_tokens=True))
+
+    def end(self) -> None:
+        pass
+
+
+class SepitModel(nn.Module):
+    """The SEPIT model. Submodules: ``encoder`` (``.esm`` + ``.structure``), ``heads``, ``projector``, ``llm``.
+
+    ``processor`` turns conversations into batches; ``config`` records every architecture choice (saved with the
+    weights). Build with :func:`sepit.model.build_model`, load with :func:`sepit.model.load_model`.
+    """
+
+    def __init__(self, encoder: StructureAwareEsm, heads: Stage0Heads, projector: Projector, llm: nn.Module,
+                 processor: SepitProcessor | None, config: ModelConfig, sources: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = heads
+        self.projector = projector
+        self.llm = llm
+        self.processor = processor
+        self.config = config
+        self.sources = dict(sources or {})
+
+    # ---- proteins -------------------------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        """Run the structure-aware encoder on the protein keys of a batch."""
+        return self.encoder(batch["protein_input_ids"], batch["protein_attention_mask"], batch.get("coords"),
+                            batch.get("coord_mask"))
+
+    def _residue_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(N, D_plm): penultimate features of every real residue of the batch's proteins, packed in order (pooled
+        when ``projector.pool`` > 1)."""
+        enc = self.encode(batch)
+        return gather_residues(enc.penultimate, batch["protein_residue_mask"].bool(), self.config.projector.pool)
+
+    def encoder_features(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per protein, its (n_i, D_plm) encoder features before the projector (n_i = its LLM slot count): what
+        a cache of a frozen encoder stores; concatenated, they can be passed back as ``protein_features``."""
+        feats = self._residue_features(batch)
+        pool = self.config.projector.pool
+        counts = [-(-int(n) // pool) for n in batch["protein_residue_mask"].sum(dim=1).tolist()]
+        return list(torch.split(feats, counts))
+
+    def protein_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """All proteins of a batch → (N, D_llm): projected penultimate features of their real residues, packed in
+        order (pooled when ``projector.pool`` > 1). A batch with ``protein_features`` (N, D_plm) — concatenated
+        :meth:`encoder_features`, e.g. from a cache of a frozen encoder — skips the encoder."""
+        feats = batch.get("protein_features")
+        if feats is None:
+            feats = self._residue_features(batch)
+        return self.projector(feats.to(self.projector.net[0].weight.dtype))
+
+    def embed_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, D_llm) input embeddings with the protein features in the ``<protein>`` slots."""
+        ids = batch["input_ids"]
+        embeds = self.llm.get_input_embeddings()(ids)
+        slots = ids == self.processor.protein_token_id
+        num_slots = int(slots.sum())
+        has_proteins = batch.get("protein_features") is not None or (
+            "protein_input_ids" in batch and batch["protein_input_ids"].shape[0] > 0)
+        feats = self.protein_tokens(batch) if has_proteins else embeds.new_zeros(0, embeds.shape[-1])
+        if num_slots != feats.shape[0]:
+            raise InputError(None, f"protein token count mismatch: the prompts have {num_slots} <protein> slots but "
+                                   f"the proteins give {feats.shape[0]} feature vectors")
+        if num_slots == 0:
+            return embeds
+        return embeds.masked_scatter(slots.unsqueeze(-1), feats.to(embeds.dtype))
+
+    # ---- language model -------------------------------------------------------------------------------------------
+    def _set_token_mask(self, mask: torch.Tensor | None) -> None:
+        # Padding must not count in the load-balancing loss. The mask stays set until the next forward (not cleared
+        # on return) so that activation checkpointing recomputes exactly the same thing during backward.
+        for layer in moe_layers(self.llm):
+            layer.token_mask = mask
+
+    def _hidden(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        self._set_token_mask(attention_mask.bool())
+        out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def aux_loss(self) -> torch.Tensor | None:
+        """Sum over MoE layers of the load-balancing loss of the last forward (None for a dense LLM)."""
+        losses = [m.last_aux_loss for m in moe_layers(self.llm) if m.last_aux_loss is not None]
+        return torch.stack(losses).sum() if losses else None
+
+    def forward(self, batch: dict[str, torch.Tensor], *, return_logits: bool = False) -> SepitOutput:
+        """Next-token loss on the labelled (assistant) tokens; logits are computed only at those positions.
+
+        batch: ``input_ids``/``attention_mask``/``labels`` (B, T) + protein keys (see ``SepitProcessor.collate``).
+        """
+        embeds = self.embed_inputs(batch)
+        hidden = self._hidden(embeds, batch["attention_mask"])
+        targets = batch["labels"][:, 1:]
+        sel = targets != IGNORE
+        logits = self.llm.get_output_embeddings()(hidden[:, :-1][sel])
+        n = int(sel.sum())
+        lm_loss = F.cross_entropy(logits.float(), targets[sel], reduction="sum") / max(n, 1)
+        aux = self.aux_loss()
+        loss = lm_loss if aux is None else lm_loss + self.config.moe.aux_loss_weight * aux
+        return SepitOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, num_tokens=n,
+                           logits=logits if return_logits else None)
+
+    def _eos_ids(self) -> list[int]:
+        tok = self.processor.llm_tokenizer
+        ids = self.llm.generation_config.eos_token_id if self.llm.generation_config is not None else None
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if tok.eos_token_id is not None and tok.eos_token_id not in ids:
+            ids.append(tok.eos_token_id)
+        return ids
+
+    @torch.no_grad()
+    def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
+                 callback: Callable[[list[str]], None] | None = None) -> list[str]:
+        """Greedy decoding with the KV cache from a left-padded prompt batch (``add_generation_prompt=True``).
+
+        ``callback(texts_so_far)`` is called after every step (streaming). Returns the decoded answers.
+        """
+        from transformers import GenerationConfig
+
+        limit = self.config.max_new_tokens_limit
+        if not 1 <= max_new_tokens <= limit:
+            raise InputError(None, f"max_new_tokens must be between 1 and {limit}, got {max_new_tokens}")
+        attn = batch["attention_mask"]
+        if attn.shape[1] and not bool(attn[:, -1].all()):
+            raise InputError(None, "generation needs left-padded prompts (collate with padding_side='left')")
+        embeds = self.embed_inputs(batch)
+        tok = self.processor.llm_tokenizer
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                               pad_token_id=self.processor.pad_token_id, eos_token_id=self._eos_ids())
+        streamer = _Streamer(tok, embeds.shape[0], callback) if callback is not None else None
+        self._set_token_mask(None)
+        out = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen, streamer=streamer)
+        return tok.batch_decode(out, skip_special_tokens=True)
+
+    @torch.no_grad()
+    def chat(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
+             max_new_tokens: int = 256, callback: Callable[[list[str]], None] | None = None) -> list[str]:
+        """Answer each conversation (ending with a user turn) about its proteins; greedy, batched."""
+        batch = self.processor(conversations, proteins, add_generation_prompt=True)
+        return self.generate(self.to_device(batch), max_new_tokens=max_new_tokens, callback=callback)
+
+    def _answer_token_ids(self, word: str) -> list[int]:
+        """First-token ids of ``word``, ``Word``, `` word``, `` Word`` (a first token that is only whitespace — a
+        byte-level tokenizer's lone space — says nothing about the answer and is left out)."""
+        tok = self.processor.llm_tokenizer
+        ids = set()
+        for variant in (word, word.capitalize(), " " + word, " " + word.capitalize()):
+            enc = tok(variant, add_special_tokens=False)["input_ids"]
+            if enc and tok.decode(enc[:1]).strip():
+                ids.add(enc[0])
+        return sorted(ids)
+
+    @torch.no_grad()
+    def yes_no_probability(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (built with
+        ``add_generation_prompt=True``; either padding side). Case and leading-space variants are summed. → (B,)"""
+        embeds = self.embed_inputs(batch)
+        attn = batch["attention_mask"]
+        hidden = self._hidden(embeds, attn)
+        positions = torch.arange(attn.shape[1], device=attn.device)
+        last = (attn.bool() * positions).argmax(dim=1)  # index of the last real token, whatever the padding side
+        h = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        probs = torch.softmax(self.llm.get_output_embeddings()(h).float(), dim=-1)
+        yes = probs[:, self._answer_token_ids("yes")].sum(-1)
+        no = probs[:, self._answer_token_ids("no")].sum(-1)
+        return yes / (yes + no).clamp_min(1e-30)
+
+    # ---- stage 0 --------------------------------------------------------------------------------------------------
+    def stage0_losses(self, batch: dict[str, torch.Tensor], text_encoder: nn.Module,
+                      generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Stage-0 losses from one encoder pass over corrupted inputs → dict of scalars ``loss`` (weighted sum),
+        ``contrastive`` (InfoNCE vs the frozen text encoder), ``denoise`` (MSE of predicted vs added Cα noise,
+        σ = heads.denoise_sigma Å, on residues with structure; 0 when the batch has none) and ``mlm`` (masked
+        residues over the 33-token ESM vocabulary; ``heads.mask_prob`` of the residues, 80/10/10 BERT corruption).
+
+        batch: protein keys + ``text_input_ids``/``text_attention_mask`` (``SepitProcessor.stage0_batch``).
+        """
+        hc = self.config.heads
+        ids = batch["protein_input_ids"]
+        attn = batch["protein_attention_mask"].bool()
+        residues = batch["protein_residue_mask"].bool()
+        dev = ids.device
+        gen = generator
+
+        def rand(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=gen, device=gen.device if gen is not None else dev).to(dev)
+
+        # masked residues: mask_prob of the residues (at least one per protein)
+        chosen = (rand(*ids.shape) < hc.mask_prob) & residues
+        none = ~chosen.any(dim=1)
+        if bool(none.any()):
+            score = rand(*ids.shape).masked_fill(~residues, -1.0)
+            first = torch.zeros_like(chosen).scatter_(1, score.argmax(dim=1, keepdim=True), True)
+            chosen = chosen | (first & none[:, None])
+        roll = rand(*ids.shape)
+        aa = torch.tensor(self.processor.amino_acid_ids, device=dev)
+        random_aa = aa[(rand(*ids.shape) * len(aa)).long().clamp_max(len(aa) - 1)]
+        corrupted = torch.where(chosen & (roll < 0.8), torch.full_like(ids, self.processor.mask_token_id), ids)
+        corrupted = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_aa, corrupted)
+
+        # coordinate noise on residues with structure
+        coords, cmask = batch["coords"].float(), batch["coord_mask"].bool() & residues
+        noise = torch.randn(coords.shape, generator=gen, device=gen.device if gen is not None else dev).to(dev)
+        noise = noise * hc.denoise_sigma * cmask.unsqueeze(-1)
+        enc = self.encoder(corrupted, attn, coords + noise, cmask)
+        last = enc.last
+
+        mlm = F.cross_entropy(self.heads.mlm(last[chosen]).float(), ids[chosen])
+        if enc.kernels is not None:
+            pred = self.heads.denoise(last, enc.kernels, coords + noise, cmask)
+            denoise = F.mse_loss(pred[cmask].float(), noise[cmask])
+        else:
+            denoise = last.sum() * 0.0
+        with torch.no_grad():
+            text = text_encoder(batch["text_input_ids"], batch["text_attention_mask"])
+        contrastive = self.heads.contrastive(masked_mean(last, residues), text)
+        loss = hc.contrastive_weight * contrastive + hc.denoise_weight * denoise + hc.mlm_weight * mlm
+        return {"loss": loss, "contrastive": contrastive, "denoise": denoise, "mlm": mlm}
+
+    def load_text_encoder(self, device: str | torch.device | None = None) -> nn.Module:
+        """The frozen stage-0 text encoder this model was built for (``config.text_encoder``), checked to fit
+        the contrastive head."""
+        from sepit.errors import SepitError
+        from sepit.model.text_encoder import load_text_encoder
+
+        enc = load_text_encoder(self.config.text_encoder, self.config.tiny, device=device)
+        want = self.heads.contrastive.text_proj.in_features
+        if enc.hidden_size != want:
+            raise SepitError(f"text encoder {self.config.text_encoder!r} has width {enc.hidden_size}, but this model's "
+                             f"contrastive head expects {want}")
+        return enc
+
+    # ---- structure of the model -----------------------------------------------------------------------------------
+    @property
+    def is_moe(self) -> bool:
+        return is_moe(self.llm)
+
+    def upcycle(self) -> SepitModel:
+        """Turn the dense LLM into the MoE of ``config.moe`` in place (stage 2); returns self."""
+        import dataclasses
+
+        self.llm = upcycle_to_moe(self.llm, self.config.moe.num_experts, copy=False)
+        self.config = dataclasses.replace(self.config, moe=dataclasses.replace(self.config.moe, enabled=True))
+        return self
+
+    def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Every parameter in exactly one named group: plm, structure, heads, projector, llm, experts, router."""
+        from sepit.model.params import param_groups
+
+        return param_groups(self)
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Move a batch's tensors to the model's device."""
+        dev = next(self.parameters()).device
+        return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``directory`` atomically: model.safetensors, sepit_config.json, HF configs and tokenizers."""
+        from sepit.model.checkpoint import save_model
+
+        save_model(self, directory)

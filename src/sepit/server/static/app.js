@@ -1,0 +1,257 @@
+// The sepit web page: pick a protein (sequence or structure file), see it in 3D, chat about it, annotate it.
+// Talks only to this server's /v1 API (see /docs). No build step, no framework; 3Dmol.js draws the structure.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { protein: null, fileText: null, fileFormat: null, history: [], viewer: null, busy: false };
+window.sepit = state; // for debugging and the end-to-end test
+
+async function api(path, body) {
+  const r = await fetch(path, body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(errorText(r.status, data));
+  return data;
+}
+
+function errorText(status, data) {
+  let d = data && data.detail;
+  if (Array.isArray(d)) d = d.map((e) => `${(e.loc || []).slice(1).join(".")}: ${e.msg}`).join("; ");
+  return `${status === 429 ? "server busy" : "error " + status}: ${d || "request failed"}`;
+}
+
+function info(text, isError) {
+  $("protein-info").textContent = text;
+  $("protein-info").className = "info" + (isError ? " error" : "");
+}
+
+// ---- reading the protein -----------------------------------------------------------------------------------
+function toBase64(bytes) {
+  let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+async function gunzipIfNeeded(bytes) {
+  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) return bytes;
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+async function readFile(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  const text = new TextDecoder().decode(await gunzipIfNeeded(bytes));
+  const name = file.name.toLowerCase().replace(/\.gz$/, "");
+  state.fileText = text;
+  state.fileFormat = name.endsWith(".cif") || name.endsWith(".mmcif") || /^\s*data_/.test(text) ? "cif" : "pdb";
+  if (text.trimStart().startsWith(">")) state.fileText = null; // a FASTA file: nothing to draw
+  state.upload = { filename: file.name, content_base64: toBase64(bytes) };
+  $("sequence").value = "";
+  $("drop").querySelector("strong").textContent = file.name;
+  await loadProtein();
+}
+
+function currentInput() {
+  const seq = $("sequence").value.trim();
+  if (seq) {
+    state.upload = null;
+    state.fileText = null;
+    $("drop").querySelector("strong").textContent = "or drop a structure file here";
+    const fasta = seq.startsWith(">");
+    return { sequence: fasta ? seq.split("\n").filter((l) => !l.startsWith(">")).join("") : seq };
+  }
+  if (state.upload) {
+    const chain = $("chain").value || null;
+    return { structure: state.upload, chain };
+  }
+  return null;
+}
+
+async function loadProtein(keepChain) {
+  const input = currentInput();
+  if (!input) { info("Paste a sequence or drop a structure file first.", true); return; }
+  if (!keepChain) input.chain = null;
+  info("Reading…");
+  try {
+    const res = await api("/v1/parse", input);
+    const prots = res.proteins;
+    const sel = $("chain");
+    if (!keepChain) {
+      sel.innerHTML = "";
+      for (const p of prots) {
+        const c = p.id.includes(":") ? p.id.split(":").pop() : "";
+        if (c) sel.add(new Option(`${c} (${p.length} aa)`, c));
+      }
+    }
+    sel.disabled = sel.options.length < 2;
+    const p = prots[0];
+    state.protein = input.structure ? { structure: input.structure, chain: keepChain ? input.chain : (sel.value || null) }
+                                    : { sequence: input.sequence };
+    info(`${p.id} · ${p.length} residues · ${p.has_structure ? p.residues_with_coords + " with Cα coordinates"
+                                                              : "no structure (sequence only)"}`);
+    draw(state.protein.chain);
+    resetChat();
+    $("ask").disabled = false;
+    $("annotate").disabled = false;
+  } catch (e) {
+    state.protein = null;
+    info(e.message, true);
+    $("ask").disabled = true;
+    $("annotate").disabled = true;
+  }
+}
+
+// ---- 3D view -----------------------------------------------------------------------------------------------
+function draw(chain) {
+  const el = $("viewer");
+  el.dataset.rendered = "0";
+  if (!state.fileText) {
+    if (state.viewer) { state.viewer.clear(); state.viewer.render(); }
+    el.querySelector(".placeholder")?.remove();
+    el.insertAdjacentHTML("beforeend", '<div class="placeholder">No structure: sequence only.</div>');
+    return;
+  }
+  el.querySelector(".placeholder")?.remove();
+  if (typeof $3Dmol === "undefined") { info("3D viewer failed to load", true); return; }
+  if (!state.viewer) state.viewer = $3Dmol.createViewer(el, { backgroundColor: "white", antialias: true });
+  const v = state.viewer;
+  v.clear();
+  v.addModel(state.fileText, state.fileFormat);
+  v.setStyle({}, { cartoon: { color: "lightgrey", opacity: 0.6 } });
+  const sel = chain ? { chain } : {};
+  v.setStyle(sel, { cartoon: { color: "spectrum" } });
+  v.addStyle({ ...sel, hetflag: true }, { stick: { radius: 0.2 } });
+  v.zoomTo(sel);
+  v.render(() => { el.dataset.rendered = "1"; });
+  el.dataset.rendered = "1";
+}
+
+// ---- chat --------------------------------------------------------------------------------------------------
+function resetChat() {
+  state.history = [];
+  $("messages").innerHTML = "";
+}
+
+function bubble(role, text) {
+  const div = document.createElement("div");
+  div.className = `msg ${role}`;
+  div.textContent = text;
+  $("messages").appendChild(div);
+  $("messages").scrollTop = $("messages").scrollHeight;
+  return div;
+}
+
+async function ask(question) {
+  if (!state.protein || state.busy) return;
+  state.busy = true;
+  $("ask").disabled = true;
+  bubble("user", question);
+  const out = bubble("assistant pending", "");
+  const body = { ...state.protein, question, history: state.history, stream: true,
+                 max_new_tokens: Number($("max-tokens").value) || null,
+                 temperature: Number($("temperature").value) || 0 };
+  let answer = "";
+  try {
+    const r = await fetch("/v1/ask", { method: "POST", headers: { "Content-Type": "application/json" },
+                                       body: JSON.stringify(body) });
+    if (!r.ok) throw new Error(errorText(r.status, await r.json().catch(() => ({}))));
+    const reader = r.body.getReader();
+    const dec = new TextDecoder();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, { stream: true });
+      let cut;
+      while ((cut = buf.indexOf("\n\n")) >= 0) {
+        const ev = parseEvent(buf.slice(0, cut));
+        buf = buf.slice(cut + 2);
+        if (ev.event === "token") { answer += ev.data.text; out.textContent = answer; }
+        else if (ev.event === "done") { answer = ev.data.answer; out.textContent = answer || "(empty answer)"; }
+        else if (ev.event === "error") throw new Error(ev.data.detail);
+      }
+    }
+    state.history.push({ role: "user", content: question }, { role: "assistant", content: answer });
+    out.className = "msg assistant done";
+  } catch (e) {
+    out.className = "msg assistant error";
+    out.textContent = e.message;
+  } finally {
+    state.busy = false;
+    $("ask").disabled = false;
+  }
+}
+
+function parseEvent(block) {
+  const ev = { event: "message", data: {} };
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event: ")) ev.event = line.slice(7);
+    else if (line.startsWith("data: ")) ev.data = JSON.parse(line.slice(6));
+  }
+  return ev;
+}
+
+// ---- annotation --------------------------------------------------------------------------------------------
+async function annotate() {
+  if (!state.protein) return;
+  const tbody = $("annotations").querySelector("tbody");
+  tbody.innerHTML = "<tr><td>annotating…</td><td></td></tr>";
+  $("annotate").disabled = true;
+  try {
+    const res = await api("/v1/annotate", { proteins: [state.protein] });
+    const row = res.results[0];
+    tbody.innerHTML = "";
+    for (const q of state.questions || []) {
+      const tr = tbody.insertRow();
+      tr.insertCell().textContent = q.question;
+      const val = q.kind === "yesno" ? `P(yes) = ${row.yes_no[q.key].toFixed(2)}` : row.answers[q.key];
+      tr.insertCell().textContent = val;
+    }
+  } catch (e) {
+    tbody.innerHTML = "";
+    tbody.insertRow().insertCell().textContent = e.message;
+  } finally {
+    $("annotate").disabled = false;
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------------------------------
+function init() {
+  const drop = $("drop");
+  drop.addEventListener("click", () => $("file").click());
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter") $("file").click(); });
+  $("file").addEventListener("change", (e) => { if (e.target.files[0]) readFile(e.target.files[0]); });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) readFile(e.dataTransfer.files[0]);
+  });
+  $("load").addEventListener("click", () => loadProtein());
+  $("chain").addEventListener("change", () => loadProtein(true));
+  $("ask-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = $("question").value.trim();
+    if (q) { $("question").value = ""; ask(q); }
+  });
+  $("clear").addEventListener("click", resetChat);
+  $("annotate").addEventListener("click", annotate);
+  api("/health").then((h) => {
+    $("model-name").textContent = h.model ? `model: ${h.model}` : "";
+    const L = h.limits;
+    $("max-tokens").max = L.max_new_tokens;
+    $("max-tokens").value = L.default_max_new_tokens;
+    $("temperature").max = L.max_temperature;
+    if (L.max_temperature === 0) {
+      $("temperature").disabled = true;
+      $("temperature").title = "this model decodes greedily only";
+    }
+    $("limits").textContent = `limits: ≤ ${L.max_sequence_length} residues, ≤ ${L.max_new_tokens} new tokens, ` +
+      `uploads ≤ ${(L.max_upload_bytes / 1048576).toFixed(0)} MiB`;
+  }).catch(() => {});
+  api("/v1/questions").then((r) => { state.questions = r.questions; }).catch(() => {});
+}
+
+init();

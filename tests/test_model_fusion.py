@@ -1,0 +1,256 @@
+"""Protein–LLM fusion: processor (markers, labels, padding), scatter with count check, loss, generation, yes/no."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sepit.errors import InputError
+from sepit.model import (
+    PROTEIN_END,
+    PROTEIN_START,
+    PROTEIN_TOKEN,
+    ModelConfig,
+    ProteinInput,
+    assemble,
+    build_model,
+    tiny,
+)
+from sepit.model._tiny import tiny_esm_tokenizer, tiny_llm_tokenizer
+from sepit.model.processor import IGNORE, add_protein_tokens
+from sepit.model.projector import gather_residues
+
+
+def _conv(question: str, answer: str | None = None) -> list[dict[str, str]]:
+    msgs = [{"role": "user", "content": question}]
+    if answer is not None:
+        msgs.append({"role": "assistant", "content": answer})
+    return msgs
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model(tiny()).eval()
+
+
+def test_marker_expands_to_residue_count_and_labels_cover_only_assistant_turns(model) -> None:
+    proc = model.processor
+    tok = proc.llm_tokenizer
+    conv = [{"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": f"Compare {PROTEIN_TOKEN} with {PROTEIN_TOKEN}."},
+            {"role": "assistant", "content": "They differ."},
+            {"role": "user", "content": "Is the first an enzyme?"},
+            {"role": "assistant", "content": "yes"}]
+    ex = proc.encode_chat(conv, ["MKTAYIAKQR", ProteinInput("GAV", np.zeros((3, 3), np.float32))])
+    ids = torch.tensor(ex.input_ids)
+    assert int((ids == proc.protein_token_id).sum()) == 13
+    starts = [i for i, t in enumerate(ex.input_ids) if t == proc.protein_start_id]
+    ends = [i for i, t in enumerate(ex.input_ids) if t == proc.protein_end_id]
+    assert [e - s - 1 for s, e in zip(starts, ends)] == [10, 3]  # exactly each protein's residue count, in order
+    labelled = [t for t, lab in zip(ex.input_ids, ex.labels) if lab != IGNORE]
+    assert all(lab in (IGNORE, t) for t, lab in zip(ex.input_ids, ex.labels))
+    assert tok.decode(labelled) == "They differ.<|im_end|>\nyes<|im_end|>\n"
+    assert "You answer" not in tok.decode(labelled)
+
+
+def test_marker_count_must_match_proteins(model) -> None:
+    with pytest.raises(InputError, match="1 <protein> marker"):
+        model.processor.encode_chat(_conv(f"{PROTEIN_TOKEN} ?", "a"), ["MKV", "MKV"])
+    with pytest.raises(InputError, match="markers belong in user"):
+        model.processor.encode_chat(_conv("?", f"{PROTEIN_TOKEN}"), [])
+    with pytest.raises(InputError, match="must not contain"):
+        model.processor.encode_chat(_conv(f"{PROTEIN_START} ?", "a"), [])
+    with pytest.raises(InputError, match="coordinates have shape"):
+        model.processor.encode_chat(_conv(f"{PROTEIN_TOKEN} ?", "a"), [ProteinInput("MKV", np.zeros((2, 3)))])
+
+
+def test_pooling_and_cropping_change_the_slot_count() -> None:
+    cfg = tiny()
+    cfg.projector.pool = 4
+    cfg.max_residues = 9
+    m = build_model(cfg)
+    ex = m.processor.encode_chat(_conv(f"{PROTEIN_TOKEN}", "x"), ["MKTAYIAKQRQISF"])  # 14 residues → 9 → 3 tokens
+    assert ex.input_ids.count(m.processor.protein_token_id) == 3
+    batch = m.processor([_conv(f"{PROTEIN_TOKEN}", "x")], [["MKTAYIAKQRQISF"]])
+    assert batch["protein_residue_mask"].sum() == 9
+    assert m(batch).num_tokens > 0  # pooled features fill exactly the pooled slots
+
+
+def test_gather_residues_pools_real_residues_only() -> None:
+    h = torch.arange(2 * 6, dtype=torch.float32).view(2, 6, 1)
+    mask = torch.tensor([[0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert gather_residues(h, mask).squeeze(-1).tolist() == [1, 2, 3, 7, 8, 9, 10, 11]
+    assert gather_residues(h, mask, pool=2).squeeze(-1).tolist() == [1.5, 3.0, 7.5, 9.5, 11.0]
+
+
+def test_collate_pads_right_for_training_and_left_for_generation(model) -> None:
+    convs = [_conv(f"{PROTEIN_TOKEN} short", "a"), _conv(f"A much longer question about {PROTEIN_TOKEN}?", "b")]
+    prots = [["MKV"], ["MKTAYIAKQR"]]
+    right = model.processor(convs, prots)
+    left = model.processor([c[:1] for c in convs], prots, add_generation_prompt=True)
+    pad = model.processor.pad_token_id
+    assert right["attention_mask"][0, 0] == 1 and right["attention_mask"][0, -1] == 0
+    assert left["attention_mask"][0, 0] == 0 and bool(left["attention_mask"][:, -1].all())
+    assert (right["input_ids"][right["attention_mask"] == 0] == pad).all()
+    assert (right["labels"][right["attention_mask"] == 0] == IGNORE).all()
+    assert (left["labels"] == IGNORE).all()
+    assert right["protein_input_ids"].shape == (2, 12)
+
+
+def test_padding_is_never_content(model) -> None:
+    """A sample's loss is the same alone and in a right-padded batch (loss = token-weighted mean)."""
+    convs = [_conv(f"{PROTEIN_TOKEN} What is it?", "A kinase."),
+             _conv(f"Describe {PROTEIN_TOKEN} and {PROTEIN_TOKEN} in detail, please.", "Two small proteins.")]
+    prots = [[ProteinInput("MKTAYIAKQR", np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32) * 4)],
+             ["MKV", "GAVLIPF"]]
+    with torch.no_grad():
+        singles = [model(model.processor([c], [p])) for c, p in zip(convs, prots)]
+        both = model(model.processor(convs, prots))
+    expected = sum(s.lm_loss * s.num_tokens for s in singles) / sum(s.num_tokens for s in singles)
+    assert both.num_tokens == sum(s.num_tokens for s in singles)
+    torch.testing.assert_close(both.lm_loss, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_features_are_scattered_into_the_slots_with_a_count_check(model) -> None:
+    batch = model.processor([_conv(f"{PROTEIN_TOKEN} and {PROTEIN_TOKEN}", "x")], [["MKTA", "GAVLI"]])
+    with torch.no_grad():
+        embeds = model.embed_inputs(batch)
+        feats = model.protein_tokens(batch)
+    slots = batch["input_ids"][0] == model.processor.protein_token_id
+    torch.testing.assert_close(embeds[0, slots], feats)
+    text = model.llm.get_input_embeddings()(batch["input_ids"])
+    torch.testing.assert_close(embeds[0, ~slots], text[0, ~slots])
+    bad = dict(batch)
+    bad["input_ids"] = batch["input_ids"].clone()
+    bad["input_ids"][0, int(slots.nonzero()[0])] = model.processor.pad_token_id  # one slot fewer
+    with pytest.raises(InputError, match="protein token count mismatch: the prompts have 8 <protein> slots but "
+                                         "the proteins give 9"):
+        model.embed_inputs(bad)
+
+
+def test_logits_only_where_the_loss_needs_them(model) -> None:
+    batch = model.processor([_conv(f"{PROTEIN_TOKEN} ?", "An answer."), _conv("No protein here.", "ok")],
+                            [["MKTAYI"], []])
+    with torch.no_grad():
+        out = model(batch, return_logits=True)
+        full = model.llm(inputs_embeds=model.embed_inputs(batch), attention_mask=batch["attention_mask"]).logits
+    sel = batch["labels"][:, 1:] != IGNORE
+    assert out.logits.shape == (int(sel.sum()), model.llm.config.vocab_size) and out.num_tokens == int(sel.sum())
+    torch.testing.assert_close(out.logits, full[:, :-1][sel], atol=1e-5, rtol=1e-5)
+    ref = torch.nn.functional.cross_entropy(full[:, :-1][sel], batch["labels"][:, 1:][sel])
+    torch.testing.assert_close(out.loss, ref, atol=1e-5, rtol=1e-5)
+    assert out.aux_loss is None
+
+
+def test_backward_reaches_encoder_projector_and_llm(model) -> None:
+    model.train()
+    model.zero_grad(set_to_none=True)
+    batch = model.processor([_conv(f"{PROTEIN_TOKEN}", "yes")], [[ProteinInput("MKTAYI", np.eye(6, 3) * 5)]])
+    model(batch).loss.backward()
+    groups = model.param_groups()
+    for g in ("plm", "structure", "projector", "llm"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for _, p in groups[g]), g
+    model.zero_grad(set_to_none=True)
+    model.eval()
+
+
+def _greedy_reference(model, conv, prots, steps):
+    """Greedy decoding by repeated full forwards (no cache), for comparison."""
+    batch = model.processor([conv], [prots], add_generation_prompt=True)
+    embeds = model.embed_inputs(batch)
+    out = []
+    emb_layer = model.llm.get_input_embeddings()
+    eos = set(model._eos_ids())
+    for _ in range(steps):
+        logits = model.llm(inputs_embeds=embeds).logits[0, -1]
+        nxt = int(logits.argmax())
+        if nxt in eos:
+            break
+        out.append(nxt)
+        embeds = torch.cat([embeds, emb_layer(torch.tensor([[nxt]]))], dim=1)
+    return model.processor.llm_tokenizer.decode(out, skip_special_tokens=True)
+
+
+def test_batched_greedy_generation_matches_single_and_reference(model) -> None:
+    convs = [_conv(f"{PROTEIN_TOKEN} What is it?"), _conv(f"Tell me about {PROTEIN_TOKEN} and {PROTEIN_TOKEN} now.")]
+    prots = [["MKTAYIAKQR"], ["MKV", "GAVLIPF"]]
+    streamed = []
+    with torch.no_grad():
+        batched = model.chat(convs, prots, max_new_tokens=6, callback=lambda texts: streamed.append(list(texts)))
+        singles = [model.chat([c], [p], max_new_tokens=6)[0] for c, p in zip(convs, prots)]
+        ref = [_greedy_reference(model, c, p, 6) for c, p in zip(convs, prots)]
+    assert batched == singles == ref
+    assert 1 <= len(streamed) <= 6 and streamed[-1] == batched
+
+
+def test_generation_limits(model) -> None:
+    batch = model.processor([_conv(f"{PROTEIN_TOKEN}")], [["MKV"]], add_generation_prompt=True)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        model.generate(batch, max_new_tokens=0)
+    with pytest.raises(InputError, match="max_new_tokens"):
+        model.generate(batch, max_new_tokens=model.config.max_new_tokens_limit + 1)
+    right = model.processor([_conv(f"{PROTEIN_TOKEN}"), _conv(f"a longer one {PROTEIN_TOKEN}")], [["MKV"], ["MKV"]],
+                            add_generation_prompt=True, padding_side="right")
+    with pytest.raises(InputError, match="left-padded"):
+        model.generate(right, max_new_tokens=2)
+
+
+def test_yes_no_probability(model) -> None:
+    convs = [_conv(f"Is {PROTEIN_TOKEN} an enzyme?"), _conv(f"Does {PROTEIN_TOKEN} bind DNA, really?")]
+    prots = [["MKTAYIAKQR"], ["GAVL"]]
+    with torch.no_grad():
+        left = model.yes_no_probability(model.processor(convs, prots, add_generation_prompt=True))
+        right = model.yes_no_probability(model.processor(convs, prots, add_generation_prompt=True,
+                                                         padding_side="right"))
+        single = model.yes_no_probability(model.processor(convs[:1], prots[:1], add_generation_prompt=True))
+        batch = model.processor(convs[:1], prots[:1], add_generation_prompt=True)
+        probs = torch.softmax(model.llm(inputs_embeds=model.embed_inputs(batch)).logits[0, -1], -1)
+    assert left.shape == (2,) and ((left > 0) & (left < 1)).all()
+    torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(left[:1], single, atol=1e-5, rtol=1e-5)
+    yes, no = model._answer_token_ids("yes"), model._answer_token_ids("no")
+    assert set(yes).isdisjoint(no)
+    torch.testing.assert_close(single[0], probs[yes].sum() / (probs[yes].sum() + probs[no].sum()))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_other_llama_family_models(family) -> None:
+    """The fusion works over other Llama-family causal LMs (tiny random Qwen2 / Mistral)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, EsmModel
+
+    from sepit.model._tiny import tiny_esm_config
+
+    cfg = ModelConfig(plm="tiny", llm="tiny", text_encoder="tiny")
+    tok = tiny_llm_tokenizer()
+    add_protein_tokens(tok)
+    torch.manual_seed(0)
+    llm_conf = AutoConfig.for_model(family, vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                    max_position_embeddings=1024, tie_word_embeddings=True,
+                                    eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    llm = AutoModelForCausalLM.from_config(llm_conf)
+    model = assemble(cfg, EsmModel(tiny_esm_config(cfg.tiny), add_pooling_layer=False), llm, tiny_esm_tokenizer(),
+                     tok, cfg.tiny.text_hidden).eval()
+    batch = model.processor([_conv(f"{PROTEIN_TOKEN} and {PROTEIN_TOKEN}?", "yes")], [["MKTA", "GAV"]])
+    out = model(batch)
+    assert torch.isfinite(out.loss) and out.num_tokens > 0
+    dense_logits = model(batch, return_logits=True).logits
+    model.upcycle()
+    torch.testing.assert_close(model(batch, return_logits=True).logits, dense_logits, atol=1e-6, rtol=1e-6)
+    assert len(model.chat([_conv(f"{PROTEIN_TOKEN}?")], [["MKV"]], max_new_tokens=3)) == 1
+    assert PROTEIN_END in tok.get_vocab()
+
+
+def test_cached_encoder_features_give_the_same_loss(model) -> None:
+    """``encoder_features`` (what a frozen-encoder cache stores) passed back as ``protein_features`` is exact."""
+    convs = [_conv(f"{PROTEIN_TOKEN} and {PROTEIN_TOKEN}?", "yes"), _conv(f"{PROTEIN_TOKEN}!", "no")]
+    prots = [[ProteinInput("MKTAYIAKQR", np.random.default_rng(1).normal(size=(10, 3)) * 4), "GAV"], ["MKVLL"]]
+    batch = model.processor(convs, prots)
+    with torch.no_grad():
+        feats = model.encoder_features(model.processor.protein_batch([p for ps in prots for p in ps]))
+        assert [f.shape[0] for f in feats] == [10, 3, 5]
+        cached = dict(batch, protein_features=torch.cat(feats))
+        torch.testing.assert_close(model(cached).loss, model(batch).loss)
+        with pytest.raises(InputError, match="mismatch"):
+            model(dict(batch, protein_features=torch.cat(feats[:2])))
