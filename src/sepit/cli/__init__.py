@@ -7,6 +7,7 @@ adds its parser(s) and sets ``func`` to a callable taking the parsed ``argparse.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -18,12 +19,15 @@ from sepit.log import get_logger, setup_logging
 
 # Command modules, in the order `sepit --help` lists them. A module is listed only once its commands work.
 COMMAND_MODULES: tuple[str, ...] = (
+    "sepit.cli.demo",
     "sepit.cli.models",
     "sepit.cli.config",
     "sepit.cli.model",
     "sepit.cli.train",
+    "sepit.cli.eval",
     "sepit.cli.ask",
     "sepit.cli.serve",
+    "sepit.cli.data",
 )
 
 EPILOG = """examples:
@@ -56,7 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options (`sepit eval CKPT DATA -o OUT limit=10`); a command that takes them
+    # names its list with set_defaults(_extra_dest=...). Anything else unknown is an error as usual.
+    dest = getattr(args, "_extra_dest", None)
+    if extra and dest and all("=" in e and not e.startswith("-") for e in extra):
+        getattr(args, dest).extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(verbose=args.verbose)
     if not getattr(args, "func", None):
         # A group without a subcommand (e.g. `sepit models`) prints its own help.
@@ -70,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"sepit: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `sepit data show DIR | head`: the reader went away, that is fine
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep Python from failing at exit on the closed pipe
+        return 0
     except KeyboardInterrupt:
         print("sepit: interrupted (finished work is kept; re-run to continue)", file=sys.stderr)
         return 130

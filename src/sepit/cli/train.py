@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=100 lr.projector=2e-4")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in out_dir")
     p.add_argument("--dry-run", action="store_true", help="print the plan (data, steps, trainable set) and exit")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, _extra_dest='overrides')
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ baselines, scoring, and the report — from plain inputs, so the CLI only loads 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,9 +33,13 @@ NEAREST_HOMOLOG = "nearest homolog"
 
 
 def select_items(items: Sequence[EvalItem], cfg: EvalConfig) -> list[EvalItem]:
-    """Items of the configured kinds and tasks, the first ``cfg.limit`` of them when a limit is set."""
+    """Items of the configured kinds and tasks; with ``cfg.limit``, a deterministic sample of that many spread over
+    proteins and tasks (items ranked by a hash of their id, so the same limit always picks the same items)."""
     out = [it for it in items if it.kind in cfg.kinds and (not cfg.tasks or it.task in cfg.tasks)]
-    return out[: cfg.limit] if cfg.limit else out
+    if not cfg.limit or len(out) <= cfg.limit:
+        return out
+    keep = set(sorted(range(len(out)), key=lambda i: hashlib.sha1(out[i].id.encode()).hexdigest())[: cfg.limit])
+    return [it for i, it in enumerate(out) if i in keep]
 
 
 def make_text_scorer(m: MetricsSection) -> TextScorer:

@@ -250,7 +250,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
     bar.close()
     final = out_dir / "final"
     if dist.is_main():
-        model.save_pretrained(final)
+        if last_ckpt is not None and last_ckpt.name == f"step-{step:07d}":
+            _link_tree(last_ckpt / "model", final)  # the last checkpoint already holds these weights
+        else:
+            model.save_pretrained(final)
         summary = {"steps": step, "first_loss": losses[0] if losses else None,
                    "last_loss": losses[-1] if losses else None, "items": len(items),
                    "valid_loss": runner.validation_loss(), "final": str(final)}
@@ -261,6 +264,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         writer.close()
     dist.barrier()
     return TrainResult(out_dir, final, step, losses, metrics_file)
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """``dst`` = the files of ``src`` as hard links (copies across file systems), swapped in atomically."""
+    import os
+
+    with atomic_dir(dst) as tmp:
+        for f in src.rglob("*"):
+            if f.is_file():
+                target = tmp / f.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copy2(f, target)
 
 
 def _config_hash(cfg: TrainConfig) -> str:

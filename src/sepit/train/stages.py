@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sepit.errors import CheckpointError, SepitError
-from sepit.log import get_logger, progress
+from sepit.log import get_logger
 from sepit.train import distributed as dist
 from sepit.train.batching import Item
 from sepit.train.config import TrainConfig
@@ -55,7 +55,7 @@ def protein_input(ds: Any, pid: str, max_len: int) -> Any:
     p = ds.protein(pid)
     seq = p.sequence[:max_len]
     coords = None if p.coords is None else p.coords[:max_len]
-    mask = None if p.coord_mask is None else p.coord_mask[:max_len]
+    mask = None if p.mask is None else p.mask[:max_len]
     return ProteinInput(seq, coords, mask)
 
 
@@ -68,6 +68,7 @@ class StageRunner:
         self.device = device
         self.text_encoder: nn.Module | None = None
         self.cache: dict[tuple[str, bool], torch.Tensor] = {}
+        self.use_cache = False
         self._valid: list[Item] = []
 
     # -- data ---------------------------------------------------------------------------------------------------------
@@ -126,8 +127,9 @@ class StageRunner:
             self.text_encoder = self.model.load_text_encoder().to(self.device).eval()
             for p in self.text_encoder.parameters():
                 p.requires_grad_(False)
-        if self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains():
-            self._fill_cache(items + self._valid)
+        self.use_cache = self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains()
+        if self.use_cache:
+            log.info("stage 2: the frozen encoder's outputs are cached as proteins are first seen")
 
     def _encoder_trains(self) -> bool:
         return any(g in self.cfg.lr for g in ("plm", "structure"))
@@ -154,9 +156,10 @@ class StageRunner:
             return batch
         prots = [self._drop_structure(i, step) for i in items]
         batch = proc([list(i.messages) for i in items], prots)
-        if self.cache:
-            feats = [self.cache[(pid, p.coords is not None)]
-                     for i, ps in zip(items, prots) for pid, p in zip(i.protein_ids, ps)]
+        if self.use_cache:
+            keys = [((pid, p.coords is not None), p) for i, ps in zip(items, prots) for pid, p in zip(i.protein_ids, ps)]
+            self._ensure_cached(keys)
+            feats = [self.cache[k] for k, _ in keys]
             batch["protein_features"] = torch.cat(feats) if feats else torch.zeros(0)
         batch["num_tokens_processed"] = int(batch["attention_mask"].sum())
         return batch
@@ -189,27 +192,20 @@ class StageRunner:
         return loss, logs
 
     @torch.no_grad()
-    def _fill_cache(self, items: list[Item]) -> None:
-        """Encode every protein once with and without its structure (as structure dropout may pick either)."""
+    def _ensure_cached(self, keys: list[tuple[tuple[str, bool], Any]]) -> None:
+        """Encode the proteins of ``keys`` not cached yet ((protein id, with structure) → (L, D_plm) features of
+        the real residues). The encoder is frozen, so a cached encoding equals a recomputed one."""
+        todo = list({k: p for k, p in keys if k not in self.cache}.items())
+        if not todo:
+            return
+        was_training = self.model.encoder.training
         self.model.encoder.eval()
-        todo = []
-        for it in items:
-            for pid, p in zip(it.protein_ids, it.proteins):
-                for with_s in ((True, False) if p.coords is not None else (False,)):
-                    if (pid, with_s) not in self.cache:
-                        self.cache[(pid, with_s)] = torch.empty(0)
-                        todo.append((pid, p, with_s))
-        import dataclasses
-
-        bs = 8
-        for s in progress(range(0, len(todo), bs), desc="encoder cache", unit="batch"):
-            chunk = todo[s:s + bs]
-            prots = [p if w else dataclasses.replace(p, coords=None, coord_mask=None) for _, p, w in chunk]
-            batch = self.model.to_device(self.model.processor.protein_batch(prots))
-            feats = self.model.encoder_features(batch)
-            for (pid, _, w), f in zip(chunk, feats):
-                self.cache[(pid, w)] = f.cpu()
-        log.info(f"encoder cache: {len(todo)} protein encodings stored (encoder frozen)")
+        for s in range(0, len(todo), 8):
+            chunk = todo[s:s + 8]
+            batch = self.model.to_device(self.model.processor.protein_batch([p for _, p in chunk]))
+            for (k, _), f in zip(chunk, self.model.encoder_features(batch)):
+                self.cache[k] = f.detach()
+        self.model.encoder.train(was_training)
 
     @torch.no_grad()
     def validation_loss(self) -> float | None:

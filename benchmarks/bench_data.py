@@ -1,0 +1,106 @@
+"""Benchmark the dataset builder: proteins/s and peak memory, for the embedded default and the shared 50k set.
+
+Run:  .venv/bin/python benchmarks/bench_data.py [--only default|50k] [--threads 2] [--shared /work/shared/data]
+
+The 50k run reads the shared 2014 Swiss-Prot table (50,000 proteins), its GO terms and human table, and all 630
+real PDB/mmCIF files (the tar is extracted to a temp folder first, not timed). Each build runs in a fresh child
+process so its peak RSS (and that of the MMseqs2 processes it starts) is measured on its own. Prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+from sepit.data.build import build_dataset
+from sepit.data.config import DataConfig, SplitConfig
+from sepit.log import setup_logging
+setup_logging()
+spec = json.loads(sys.argv[1])
+split = SplitConfig(threads=spec.pop("threads"))
+timings = {}
+m = build_dataset(DataConfig(split=split, **spec["cfg"]), spec["out"], timings=timings)
+self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print("RESULT " + json.dumps({"timings": timings, "counts": m["counts"], "splits": m["splits"],
+                              "skipped": m["skipped"], "rss_mb": self_rss, "mmseqs_rss_mb": child_rss}))
+"""
+
+
+def _du(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def run(name: str, cfg: dict, threads: int, out: Path) -> dict:
+    spec = {"cfg": cfg, "out": str(out), "threads": threads}
+    env = {**os.environ, "SEPIT_NO_PROGRESS": os.environ.get("SEPIT_NO_PROGRESS", "1")}
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, env=env,
+                       cwd=REPO, check=False)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr[-3000:])
+        raise SystemExit(f"{name}: build failed")
+    res = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+    res.update(name=name, wall=wall, disk_mb=_du(out))
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=("default", "50k"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shared", type=Path, default=Path("/work/shared/data"))
+    ap.add_argument("--keep", type=Path, help="keep the built datasets under this folder")
+    args = ap.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="sepit-bench-") as tmp:
+        root = args.keep or Path(tmp)
+        if args.only in (None, "default"):
+            results.append(run("embedded default", {}, args.threads, root / "default"))
+        if args.only in (None, "50k"):
+            sp = args.shared / "swissprot2014"
+            structures = Path(tmp) / "structures"
+            with tarfile.open(args.shared / "structures" / "structures_real_pdb.tar.xz") as tar:
+                tar.extractall(structures, filter="data")
+            cfg = {"sources": [str(sp / "sprot2014_go_50k.tsv.xz")], "go_terms": str(sp / "go_terms.tsv.xz"),
+                   "human": str(sp / "human_uniprot_orghs2022.tsv.xz"), "structures": str(structures),
+                   "structure_map": str(args.shared / "structures" / "structure_chains_to_sprot2014.tsv.xz")}
+            results.append(run("shared 50k + 630 structures", cfg, args.threads, root / "sprot50k"))
+    print(f"\nsepit data build benchmark ({args.threads} threads, {os.cpu_count()} CPUs visible)\n")
+    head = ["dataset", "proteins", "structures", "records", "read s", "split s", "write s", "total s",
+            "proteins/s", "peak RSS MB", "mmseqs RSS MB", "disk MB"]
+    rows = []
+    for r in results:
+        n = sum(r["counts"]["proteins"].values())
+        t = r["timings"]
+        rows.append([r["name"], n, r["counts"]["structures"], sum(r["counts"]["records"].values()),
+                     f"{t['read']:.1f}", f"{t['split']:.1f}", f"{t['write']:.1f}", f"{t['total']:.1f}",
+                     f"{n / t['total']:.0f}", f"{r['rss_mb']:.0f}", f"{r['mmseqs_rss_mb']:.0f}", f"{r['disk_mb']:.0f}"])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    for row in [head, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(x).ljust(w) if i == 0 else str(x).rjust(w) for i, (x, w) in enumerate(zip(row, widths))))
+    for r in results:
+        print(f"\n{r['name']}: records per task/kind")
+        for task, kinds in r["counts"]["by_task"].items():
+            print(f"  {task:20s} " + "  ".join(f"{k} {sum(v.values())}" for k, v in kinds.items()))
+        print("  splits: " + "; ".join(f"{t}: {s['proteins']} ({s['clusters']} clusters, {s['moved_to_train']} moved "
+                                       f"to train, {s['dropped']} dropped)" for t, s in r["splits"].items()))
+        if r["skipped"]:
+            print("  skipped: " + ", ".join(f"{k} {v}" for k, v in r["skipped"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""``sepit eval CHECKPOINT DATASET -o OUT`` and ``sepit eval compare A B``: evaluate a model against baselines."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sepit.cli import add_command
+from sepit.errors import SepitError
+
+EPILOG = """examples:
+  sepit eval runs/demo/stage2/final runs/demo/data -o runs/demo/eval
+  sepit eval runs/demo/stage2/final runs/demo/data -o runs/eval2 --other dense=runs/demo/stage1/final limit=200
+  sepit eval --baselines-only runs/demo/data -o runs/eval-baselines
+  sepit eval compare runs/demo/eval/report.json runs/eval2/report.json
+The report (report.json, report.md, PNG plots) compares the model, its sequence-only run, the nearest-homolog
+(MMseqs2 top hit) and prior baselines, per task type and per identity bin to the training set."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "eval", help="evaluate a checkpoint on a dataset split against baselines; compare reports",
+                    epilog=EPILOG)
+    p.add_argument("args", nargs="+", metavar="ARG",
+                   help="CHECKPOINT DATASET [key=value ...], or DATASET with --baselines-only, or compare A B")
+    p.add_argument("-o", "--out", help="output directory for the report (required unless comparing)")
+    p.add_argument("--config", help="eval config YAML (kind: eval); key=value arguments override it")
+    p.add_argument("--other", action="append", default=[], metavar="NAME=CHECKPOINT",
+                   help="another checkpoint evaluated on the same items (e.g. the dense or sequence-only ablation)")
+    p.add_argument("--baselines-only", action="store_true", help="no model: only the baselines")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_run, _extra_dest='args')
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sepit.config import from_dict, load_config
+    from sepit.eval.config import EvalConfig
+
+    if args.args[0] == "compare":
+        from sepit.eval.report import compare_reports
+
+        if len(args.args) != 3:
+            raise SepitError("usage: sepit eval compare REPORT_A REPORT_B")
+        print(compare_reports(args.args[1], args.args[2]))
+        return 0
+    positional = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    want = 1 if args.baselines_only else 2
+    if len(positional) != want:
+        raise SepitError("expected DATASET with --baselines-only" if args.baselines_only
+                         else "expected CHECKPOINT DATASET (or --baselines-only DATASET, or compare A B)")
+    if not args.out:
+        raise SepitError("-o/--out OUT_DIR is required")
+    checkpoint = None if args.baselines_only else positional[0]
+    dataset = positional[-1]
+    if checkpoint is not None and not (Path(checkpoint) / "sepit_config.json").is_file():
+        final = Path(checkpoint) / "final"
+        if (final / "sepit_config.json").is_file():
+            checkpoint = str(final)
+        else:
+            raise SepitError(f"{checkpoint}: not a sepit model directory (no sepit_config.json)")
+    cfg = load_config(args.config, EvalConfig, overrides) if args.config else from_dict(EvalConfig, {}, overrides)
+    others = {}
+    for spec in args.other:
+        if "=" not in spec:
+            raise SepitError(f"--other {spec!r}: expected NAME=CHECKPOINT")
+        name, path = spec.split("=", 1)
+        others[name] = path
+    import torch
+
+    from sepit.eval.pipeline import evaluate_dataset
+    from sepit.eval.report import print_main_table
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results = evaluate_dataset(cfg, dataset, args.out, checkpoint=checkpoint, others=others, device=device)
+    print_main_table(results)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0

@@ -1,0 +1,364 @@
+"""``sepit data build``: protein sources → homology-aware splits → caption/QA records, written as one dataset dir.
+
+Stages (each a plain function): read proteins (deduplicated, length-filtered; bad records counted) → attach
+structures (a ready store, or files + a mapping TSV) → split per identity threshold (:mod:`sepit.data.split`) →
+catalog of annotation values (hard negatives) → records per protein → write everything into a temp directory that
+is renamed into place at the end (a failed build leaves no half-written dataset). Output layout: see
+``docs/architecture.md`` ("Built dataset") and :mod:`sepit.data.dataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from sepit import __version__
+from sepit._io import atomic_dir, sha256_file
+from sepit.config import to_dict
+from sepit.data.build_structures import Header, read_structure_map, structures_from_files
+from sepit.data.config import DataConfig
+from sepit.data.instructions import Catalog, QAOptions, load_templates, protein_instructions, structure_note
+from sepit.data.instructions.templates import TASKS
+from sepit.data.readers import SkipLog, read_go_terms, read_human_table, read_proteins
+from sepit.data.records import ProteinEntry
+from sepit.data.split import SPLITS, HomologyTool, MMseqsTool, SplitResult, all_vs_all, make_split
+from sepit.data.structures import StructureStore, ca_secondary_structure
+from sepit.errors import InputError
+from sepit.log import get_logger, progress
+from sepit.paths import resources_dir
+from sepit.tools import mmseqs
+
+log = get_logger(__name__)
+FORMAT = "sepit-instructions"
+FORMAT_VERSION = 1
+
+
+def default_data_dir() -> Path:
+    """The embedded default inputs (``resources/default_data``)."""
+    return resources_dir() / "default_data"
+
+
+def default_config(cfg: DataConfig | None = None) -> DataConfig:
+    """``cfg`` with the embedded default's inputs filled in (when it names no sources)."""
+    cfg = cfg or DataConfig()
+    if cfg.sources:
+        return cfg
+    d = default_data_dir()
+    if not (d / "proteins.tsv.xz").is_file():
+        raise InputError(d, "the embedded default data is missing (reinstall sepit or pass --source)")
+    return replace(cfg, sources=[str(d / "proteins.tsv.xz")], go_terms=str(d / "go_terms.tsv.xz"),
+                   human=str(d / "human.tsv.xz"), structure_store=str(d / "structures.npz"),
+                   structures=None, structure_map=None)
+
+
+@dataclass
+class Inputs:
+    """What the reading stage hands on."""
+
+    entries: list[ProteinEntry]
+    store: StructureStore
+    headers: dict[str, Header]
+    sources: list[dict[str, Any]]
+    skips: SkipLog
+    read_counts: dict[str, int] = field(default_factory=dict)
+    go: dict[str, Any] | None = None  # GO id → GoInfo (names, definitions) when a GO table was given
+
+
+def _source(path: str | Path, role: str) -> dict[str, Any]:
+    p = Path(path)
+    return {"role": role, "name": p.name, "path": str(path), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def read_inputs(cfg: DataConfig, skips: SkipLog | None = None) -> Inputs:
+    """Read proteins, GO terms, human table and structures named by ``cfg`` (already defaulted)."""
+    skips = skips if skips is not None else SkipLog()
+    if not cfg.sources:
+        raise InputError(None, "no protein sources given")
+    sources = []
+    go = hum = None
+    if cfg.go_terms:
+        go = read_go_terms(cfg.go_terms, skips)
+        sources.append(_source(cfg.go_terms, "go_terms"))
+    if cfg.human:
+        hum = read_human_table(cfg.human, skips)
+        sources.append(_source(cfg.human, "human"))
+    entries: list[ProteinEntry] = []
+    seen: set[str] = set()
+    read_counts: dict[str, int] = {}
+    for src in cfg.sources:
+        if not Path(src).is_file():
+            raise InputError(src, "no such file")
+        n = 0
+        stream = read_proteins(src, skips, go_terms=go, human=hum)  # raises here when the file is unusable
+        bar = progress(desc=f"reading {Path(src).name}", unit="protein")
+        try:
+            for e in stream:
+                bar.update(1)
+                if e.accession in seen:
+                    skips.add("duplicate accession", f"{Path(src).name}: {e.accession}")
+                    continue
+                if not cfg.min_length <= e.length <= cfg.max_length:
+                    skips.add(f"length outside {cfg.min_length}-{cfg.max_length}", f"{e.accession}: {e.length}")
+                    continue
+                seen.add(e.accession)
+                entries.append(e)
+                n += 1
+                if cfg.max_proteins and len(entries) >= cfg.max_proteins:
+                    break
+        finally:
+            bar.close()
+        read_counts[str(src)] = n
+        sources.append(_source(src, "proteins"))
+        if cfg.max_proteins and len(entries) >= cfg.max_proteins:
+            break
+    if not entries:
+        raise InputError(cfg.sources[0] if len(cfg.sources) == 1 else None,
+                         "no usable proteins in the sources" + (f" ({skips.summary()})" if skips else ""))
+    seqs = {e.accession: e.sequence for e in entries}
+    store = StructureStore()
+    headers: dict[str, Header] = {}
+    if cfg.structure_store:
+        full = StructureStore.load(cfg.structure_store)
+        sources.append(_source(cfg.structure_store, "structure_store"))
+        for pid in full.ids:
+            if pid not in seqs:
+                continue
+            coords, mask = full.get(pid)  # type: ignore[misc]
+            if len(coords) != len(seqs[pid]):
+                skips.add("structure length differs from sequence", f"{pid}: {len(coords)} vs {len(seqs[pid])}")
+                continue
+            info = full.info(pid)
+            store.add(pid, coords, mask, coverage=info.coverage, identity=info.identity, source=info.source)
+        hdr = Path(cfg.structure_store).with_name("structure_headers.tsv")
+        if hdr.is_file():
+            headers = _read_headers(hdr, store)
+    if cfg.structures and cfg.structure_map:
+        rows = read_structure_map(cfg.structure_map, skips)
+        sources.append(_source(cfg.structure_map, "structure_map"))
+        more, more_headers, used = structures_from_files(seqs, rows, cfg.structures, skips)
+        for pid in more.ids:
+            coords, mask = more.get(pid)  # type: ignore[misc]
+            info = more.info(pid)
+            store.add(pid, coords, mask, coverage=info.coverage, identity=info.identity, source=info.source)
+        headers.update(more_headers)
+        listing = "".join(f"{p.relative_to(cfg.structures)}\t{sha256_file(p)}\n" for p in used)
+        sources.append({"role": "structure_files", "name": Path(cfg.structures).name, "path": cfg.structures,
+                        "files": len(used), "sha256": hashlib.sha256(listing.encode()).hexdigest()})
+    return Inputs(entries, store, headers, sources, skips, read_counts, go)
+
+
+def _read_headers(path: Path, store: StructureStore) -> dict[str, Header]:
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        next(f, None)
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) >= 4 and p[0] in store:
+                out[p[0]] = Header(p[1], p[2], p[3])
+    return out
+
+
+def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool) -> tuple[SplitResult, dict[float, SplitResult]]:
+    """One all-vs-all search; the active split over all proteins, the extra thresholds over those it kept."""
+    seqs = {e.accession: e.sequence for e in inputs.entries}
+    eval_ids = frozenset(e.accession for e in inputs.entries if e.split_hint == "eval")
+    s = cfg.split
+    hits = all_vs_all(seqs, s.coverage, tool)
+    kw = {"coverage": s.coverage, "valid_fraction": s.valid_fraction, "test_fraction": s.test_fraction,
+          "seed": cfg.seed}
+    active = make_split(seqs, eval_ids, hits, s.identity, **kw)  # type: ignore[arg-type]
+    extra = {t: make_split(active.split, eval_ids, hits, t, **kw)  # type: ignore[arg-type]
+             for t in s.extra_identities if t != s.identity}
+    return active, extra
+
+
+class _ShardWriter:
+    """Records of one split into ``records/<split>-NNNNN.jsonl``, ``shard_size`` lines per file."""
+
+    def __init__(self, root: Path, split: str, shard_size: int) -> None:
+        self.root, self.split, self.shard_size = root, split, shard_size
+        self.files: list[str] = []
+        self._f: IO[str] | None = None
+        self._n = 0
+
+    def write(self, line: str) -> None:
+        if self._f is None or self._n >= self.shard_size:
+            self.close()
+            name = f"records/{self.split}-{len(self.files):05d}.jsonl"
+            self.files.append(name)
+            self._f = open(self.root / name, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            self._n = 0
+        self._f.write(line + "\n")
+        self._n += 1
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _versions() -> dict[str, str]:
+    v = {"sepit": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    try:
+        v["mmseqs"] = mmseqs.version()
+    except Exception:  # noqa: BLE001 - a custom homology tool may stand in for mmseqs
+        v["mmseqs"] = "unavailable"
+    return v
+
+
+def _protein_line(e: ProteinEntry, active: SplitResult, extra: dict[float, SplitResult],
+                  store: StructureStore) -> str:
+    info = store.info(e.accession)
+    d: dict[str, Any] = {
+        "id": e.accession, "sequence": e.sequence, "length": e.length, "split": active.split[e.accession],
+        "max_identity_to_train": (None if active.split[e.accession] == "train"
+                                  else round(active.max_identity.get(e.accession, 0.0), 4)),
+        "cluster": active.cluster_of[e.accession],
+        "has_structure": info is not None, "structure_coverage": round(info.coverage, 4) if info else 0.0,
+        "split_hint": e.split_hint, "name": e.name, "gene": e.gene, "organism": e.organism, "source": e.source,
+    }
+    d["splits"] = {f"{t:g}": {"split": r.split.get(e.accession, "dropped"),
+                              "max_identity_to_train": (round(r.max_identity[e.accession], 4)
+                                                        if e.accession in r.max_identity else None)}
+                   for t, r in sorted(extra.items())}
+    return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+
+
+def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | None = None,
+                  timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Build the dataset described by ``cfg`` into ``out_dir`` (replaced atomically); returns the manifest.
+
+    ``timings`` (optional) receives the seconds spent reading, splitting and writing (kept out of the manifest so
+    that a build is byte-for-byte reproducible)."""
+    t0 = time.perf_counter()
+    cfg = default_config(cfg)
+    s = cfg.split
+    tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity)
+    ic = cfg.instructions
+    templates = load_templates(ic.templates)
+    tasks = tuple(ic.tasks) if ic.tasks else tuple(t for t in TASKS if t in templates.tasks)
+    unknown = [t for t in tasks if t not in templates.tasks]
+    if unknown:
+        raise InputError(templates.source, f"no templates for task(s) {', '.join(unknown)}")
+    options = QAOptions(tasks=tasks, captions=ic.captions, open_per_task=ic.open_per_task,
+                        yesno_pairs_per_task=ic.yesno_pairs_per_task, max_list=ic.max_list)
+
+    inputs = read_inputs(cfg)
+    log.info("read %d proteins (%d with a structure); %s", len(inputs.entries), len(inputs.store),
+             inputs.skips.summary())
+    t_read = time.perf_counter()
+    active, extra = _split_all(inputs, cfg, tool)
+    t_split = time.perf_counter()
+    for acc, why in sorted(active.dropped.items()):
+        inputs.skips.add(f"dropped from split: {why}", acc)
+    kept = [e for e in inputs.entries if e.accession in active.split]
+    catalog = Catalog.build(kept, inputs.go)
+
+    by_task: dict[str, dict[str, dict[str, int]]] = {}
+    answers: dict[str, Counter[str]] = {}
+    no_negative: Counter[str] = Counter()
+    records_per_split: Counter[str] = Counter()
+    proteins_per_split: Counter[str] = Counter()
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "records").mkdir()
+        (tmp / "fasta").mkdir()
+        writers = {sp: _ShardWriter(tmp, sp, cfg.shard_size) for sp in SPLITS}
+        fastas = {sp: open(tmp / "fasta" / f"{sp}.fasta", "w", encoding="utf-8") for sp in SPLITS}  # noqa: SIM115
+        out_store = StructureStore()
+        try:
+            with open(tmp / "proteins.jsonl", "w", encoding="utf-8") as pf:
+                for e in progress(kept, desc="instructions", unit="protein"):
+                    sp = active.split[e.accession]
+                    proteins_per_split[sp] += 1
+                    pf.write(_protein_line(e, active, extra, inputs.store) + "\n")
+                    fastas[sp].write(f">{e.accession}\n{e.sequence}\n")
+                    got = inputs.store.get(e.accession)
+                    ss = note = None
+                    if got is not None:
+                        info = inputs.store.info(e.accession)
+                        out_store.add(e.accession, got[0], got[1], coverage=info.coverage,  # type: ignore[union-attr]
+                                      identity=info.identity, source=info.source)  # type: ignore[union-attr]
+                        ss = ca_secondary_structure(*got)
+                        h = inputs.headers.get(e.accession)
+                        note = structure_note(h.pdb_id, h.chain, h.title) if h and h.pdb_id else None
+                    for r in protein_instructions(e, catalog, templates, split=sp, seed=cfg.seed, options=options,
+                                                  ss_labels=ss, structure=note or "", stats=no_negative):
+                        writers[sp].write(r.to_line())
+                        records_per_split[sp] += 1
+                        by_task.setdefault(r.task, {}).setdefault(r.kind, Counter())[sp] += 1  # type: ignore[index]
+                        if r.kind == "yesno":
+                            answers.setdefault(r.task, Counter())[r.answer] += 1
+        finally:
+            for w in writers.values():
+                w.close()
+            for f in fastas.values():
+                f.close()
+        out_store.save(tmp / "structures.npz")
+        manifest = _manifest(cfg, inputs, active, extra, by_task, answers, no_negative, records_per_split,
+                             proteins_per_split, writers, templates.source, len(out_store))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                                           encoding="utf-8")
+    t_end = time.perf_counter()
+    log.info("wrote %s: %s proteins, %s records (%.1fs: read %.1fs, split %.1fs, write %.1fs)", out_dir,
+             dict(proteins_per_split), dict(records_per_split), t_end - t0, t_read - t0, t_split - t_read,
+             t_end - t_split)
+    log.info("%s", inputs.skips.summary())
+    if timings is not None:
+        timings.update(read=t_read - t0, split=t_split - t_read, write=t_end - t_split, total=t_end - t0)
+    return manifest
+
+
+def _manifest(cfg: DataConfig, inputs: Inputs, active: SplitResult, extra: dict[float, SplitResult],
+              by_task: dict[str, dict[str, dict[str, int]]], answers: dict[str, Counter[str]],
+              no_negative: Counter[str], records_per_split: Counter[str], proteins_per_split: Counter[str],
+              writers: dict[str, _ShardWriter], templates_path: str, n_structures: int) -> dict[str, Any]:
+    def split_summary(r: SplitResult) -> dict[str, Any]:
+        held = [v for a, v in r.max_identity.items()]
+        return {"identity": r.identity, "coverage": r.coverage, "clusters": r.n_clusters, "proteins": r.counts(),
+                "dropped": len(r.dropped), "moved_to_train": r.moved,
+                "max_identity_to_train": {"max": round(max(held, default=0.0), 4),
+                                          "mean": round(float(np.mean(held)) if held else 0.0, 4)}}
+
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "versions": _versions(),
+        "seed": cfg.seed,
+        "config": to_dict(cfg),
+        "sources": inputs.sources,
+        "templates": {"path": templates_path, "sha256": sha256_file(templates_path)},
+        "identity_thresholds": sorted({active.identity, *extra}),
+        "active_identity": active.identity,
+        "splits": {f"{active.identity:g}": split_summary(active),
+                   **{f"{t:g}": split_summary(r) for t, r in sorted(extra.items())}},
+        "counts": {
+            "proteins": {sp: proteins_per_split.get(sp, 0) for sp in SPLITS},
+            "records": {sp: records_per_split.get(sp, 0) for sp in SPLITS},
+            "structures": n_structures,
+            "by_task": {t: {k: {sp: v.get(sp, 0) for sp in SPLITS} for k, v in sorted(kinds.items())}
+                        for t, kinds in sorted(by_task.items())},
+            "yesno_answers": {t: dict(sorted(c.items())) for t, c in sorted(answers.items())},
+            "yesno_pairs_without_negative": dict(sorted(no_negative.items())),
+        },
+        "skipped": inputs.skips.as_dict(),
+        "skip_examples": {k: v for k, v in sorted(inputs.skips.examples.items())},
+        "files": {"proteins": "proteins.jsonl", "structures": "structures.npz",
+                  "records": {sp: w.files for sp, w in writers.items()},
+                  "fasta": {sp: f"fasta/{sp}.fasta" for sp in SPLITS}},
+    }
+
+
+def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Objects of a JSONL file (blank lines ignored)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)

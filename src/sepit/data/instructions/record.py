@@ -1,0 +1,51 @@
+"""The instruction record: one conversation about one or more proteins (the JSONL line of a built dataset)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["caption", "open", "yesno"]
+PROTEIN_MARKER = "<protein>"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """``messages`` are chat turns ``{"role": ..., "content": ...}``; each ``<protein>`` marker in the user turns
+    stands for the proteins of ``protein_ids``, in order. ``answer`` is the reference answer (``yes``/``no`` for
+    yes/no questions)."""
+
+    id: str
+    protein_ids: tuple[str, ...]
+    task: str
+    kind: Kind
+    split: str
+    messages: tuple[dict[str, str], ...]
+    answer: str
+
+    @property
+    def question(self) -> str:
+        """The first user turn without the protein marker line."""
+        text = next(m["content"] for m in self.messages if m["role"] == "user")
+        return text.replace(PROTEIN_MARKER + "\n", "", 1).replace(PROTEIN_MARKER, "").strip()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "protein_ids": list(self.protein_ids), "task": self.task, "kind": self.kind,
+                "split": self.split, "messages": [dict(m) for m in self.messages], "answer": self.answer}
+
+    def to_line(self) -> str:
+        """One JSONL line (no newline); byte-identical for identical records."""
+        return json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Instruction:
+        return cls(id=d["id"], protein_ids=tuple(d["protein_ids"]), task=d["task"], kind=d["kind"],
+                   split=d["split"], messages=tuple({"role": m["role"], "content": m["content"]}
+                                                    for m in d["messages"]), answer=d["answer"])
+
+
+def conversation(question: str, answer: str, n_proteins: int = 1) -> tuple[dict[str, str], ...]:
+    """User turn = one ``<protein>`` marker per protein, a newline, the question; assistant turn = the answer."""
+    markers = "".join([PROTEIN_MARKER] * n_proteins)
+    return ({"role": "user", "content": f"{markers}\n{question}"}, {"role": "assistant", "content": answer})

@@ -1,0 +1,207 @@
+"""Homology-aware train/valid/test splits: clusters go wholly to one split; no held-out protein keeps a training
+protein above the identity threshold.
+
+One MMseqs2 all-vs-all search (``mmseqs easy-search``, hits covering ≥ ``c`` of the query) serves every threshold.
+Per threshold ``t`` (e.g. 0.3):
+
+1. Clusters are the connected components of the hits with identity ≥ ``t`` covering ≥ ``c`` of *both* sequences —
+   what ``mmseqs cluster --cluster-mode 1 --cov-mode 0 --min-seq-id t -c c`` computes (single linkage: any two
+   proteins passing the thresholds share a cluster, not only members and their representative).
+2. A cluster holding a protein marked ``eval`` in its source goes to ``test`` (eval proteins are never trained on).
+   Every other cluster goes to valid/test/train by a hash of (seed, cluster representative) against the fractions.
+3. A held-out (valid/test) protein with a training hit of identity > ``t`` covering ≥ ``c`` of the held-out protein
+   is a leak (clusters ask for ``c`` of both sequences, so a fragment of a training protein gets here): its whole
+   cluster moves to train, repeated until nothing leaks. A cluster holding an eval protein cannot move: its
+   training homologs are dropped instead.
+
+Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over alignments
+covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
+Identity = identical positions / alignment length (MMseqs2 ``fident``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sepit.log import get_logger
+from sepit.tools import mmseqs
+from sepit.tools.mmseqs import Hit
+
+log = get_logger(__name__)
+SPLITS = ("train", "valid", "test")
+MAX_ROUNDS = 100
+
+
+class HomologyTool(Protocol):
+    """What the splitter needs from a homology search (MMseqs2 by default; tests may pass their own)."""
+
+    def search(self, query_fasta: Path, target_fasta: Path, min_qcov: float) -> dict[str, list[Hit]]: ...
+
+
+@dataclass(frozen=True)
+class MMseqsTool:
+    """:class:`HomologyTool` running ``mmseqs easy-search``."""
+
+    threads: int | None = None
+    sensitivity: float | None = None
+    tmp_dir: str | None = None
+
+    def search(self, query_fasta: Path, target_fasta: Path, min_qcov: float) -> dict[str, list[Hit]]:
+        return mmseqs.search(query_fasta, target_fasta, min_qcov=min_qcov, sensitivity=self.sensitivity,
+                             threads=self.threads, tmp_dir=self.tmp_dir)
+
+
+@dataclass
+class SplitResult:
+    """The split at one identity threshold. Dropped proteins are in ``dropped`` (with the reason), not ``split``."""
+
+    identity: float
+    coverage: float
+    split: dict[str, str]
+    max_identity: dict[str, float]
+    cluster_of: dict[str, str]
+    dropped: dict[str, str] = field(default_factory=dict)
+    moved: int = 0  # held-out proteins moved to train because of a training homolog
+
+    @property
+    def n_clusters(self) -> int:
+        return len(set(self.cluster_of.values()))
+
+    def counts(self) -> dict[str, int]:
+        return split_counts(self.split)
+
+
+def all_vs_all(sequences: Mapping[str, str], coverage: float, tool: HomologyTool | None = None,
+               work_dir: str | Path | None = None) -> dict[str, list[Hit]]:
+    """Every protein searched against all (self hits removed): query → hits covering ≥ ``coverage`` of it."""
+    tool = tool or MMseqsTool()
+    with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
+        fa = Path(tmp) / "all.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in sorted(sequences)), fa)
+        log.info("searching %d proteins all against all for homology-aware splits", len(sequences))
+        hits = tool.search(fa, fa, coverage)
+    return {q: [h for h in lst if h.target != q and h.qcov >= coverage] for q, lst in hits.items()}
+
+
+def clusters_from_hits(ids: Iterable[str], hits: Mapping[str, list[Hit]], identity: float,
+                       coverage: float) -> dict[str, str]:
+    """Single-linkage clusters (accession → representative = the cluster's smallest accession) over hits with
+    identity ≥ ``identity`` covering ≥ ``coverage`` of both sequences, between proteins of ``ids``."""
+    parent = {a: a for a in ids}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for q, lst in hits.items():
+        if q not in parent:
+            continue
+        for h in lst:
+            if h.target in parent and h.identity >= identity and h.qcov >= coverage and h.tcov >= coverage:
+                a, b = find(q), find(h.target)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)  # smallest accession is the root: order-independent
+    return {a: find(a) for a in parent}
+
+
+def _unit(seed: int, key: str) -> float:
+    """A deterministic number in [0, 1) for (seed, key)."""
+    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2**64
+
+
+def assign_clusters(cluster_of: Mapping[str, str], eval_ids: set[str] | frozenset[str], *, valid_fraction: float,
+                    test_fraction: float, seed: int) -> dict[str, str]:
+    """Accession → split: clusters with an eval protein → test; others by a seeded hash of the representative."""
+    if valid_fraction < 0 or test_fraction < 0 or valid_fraction + test_fraction >= 1:
+        raise ValueError("valid_fraction and test_fraction must be ≥ 0 and sum to < 1")
+    has_eval = {cluster_of[a] for a in eval_ids if a in cluster_of}
+    out: dict[str, str] = {}
+    for acc, rep in cluster_of.items():
+        if rep in has_eval:
+            out[acc] = "test"
+            continue
+        u = _unit(seed, rep)
+        out[acc] = "valid" if u < valid_fraction else "test" if u < valid_fraction + test_fraction else "train"
+    return out
+
+
+def find_leaks(split: Mapping[str, str], hits: Mapping[str, list[Hit]], identity: float,
+               coverage: float) -> dict[str, list[str]]:
+    """Held-out protein → its training hits with identity > ``identity`` covering ≥ ``coverage`` of it."""
+    out: dict[str, list[str]] = {}
+    for acc, s in split.items():
+        if s == "train":
+            continue
+        leaks = [h.target for h in hits.get(acc, ()) if h.identity > identity and h.qcov >= coverage
+                 and split.get(h.target) == "train"]
+        if leaks:
+            out[acc] = leaks
+    return out
+
+
+def _reverse(hits: Mapping[str, list[Hit]]) -> dict[str, list[Hit]]:
+    """Hits seen from the target's side (a search is not symmetric: A→B may be found when B→A is not)."""
+    out: dict[str, list[Hit]] = {}
+    for q, lst in hits.items():
+        for h in lst:
+            out.setdefault(h.target, []).append(Hit(h.target, q, h.identity, h.aln_len, h.tcov, h.qcov, h.evalue,
+                                                    h.bits))
+    return out
+
+
+def make_split(ids: Iterable[str], eval_ids: set[str] | frozenset[str], hits: Mapping[str, list[Hit]],
+               identity: float, *, coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05,
+               seed: int = 0) -> SplitResult:
+    """Split the proteins ``ids`` at one threshold from all-vs-all ``hits`` (see the module docstring)."""
+    ids = sorted(ids)
+    keep = set(ids)
+    both: dict[str, list[Hit]] = {}
+    for source in (hits, _reverse(hits)):
+        for q, lst in source.items():
+            if q in keep:
+                both.setdefault(q, []).extend(h for h in lst if h.target in keep)
+    cluster_of = clusters_from_hits(ids, both, identity, coverage)
+    split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
+                            seed=seed)
+    locked = frozenset(cluster_of[a] for a in eval_ids if a in cluster_of)
+    dropped: dict[str, str] = {}
+    moved = 0
+    for _ in range(MAX_ROUNDS):
+        leaks = find_leaks(split, both, identity, coverage)
+        if not leaks:
+            break
+        moving = {cluster_of[a] for a in leaks if cluster_of[a] not in locked}
+        for acc in sorted(leaks):
+            if cluster_of[acc] in locked:
+                for t in leaks[acc]:
+                    if split.pop(t, None) is not None:
+                        dropped[t] = f"training homolog of an eval protein above {identity:g} identity"
+        for a, s in split.items():
+            if s != "train" and cluster_of[a] in moving:
+                split[a] = "train"
+                moved += 1
+    else:  # pathological: whoever still leaks is dropped
+        for acc in find_leaks(split, both, identity, coverage):
+            split.pop(acc)
+            dropped[acc] = f"held-out protein with a training homolog above {identity:g} identity"
+    max_id = {a: max((h.identity for h in both.get(a, ()) if h.qcov >= coverage and split.get(h.target) == "train"),
+                     default=0.0) for a, s in split.items() if s != "train"}
+    log.info("identity %.2f: %d clusters; %s; %d held-out proteins moved to train, %d training homologs of eval "
+             "proteins dropped", identity, len(set(cluster_of.values())), split_counts(split), moved, len(dropped))
+    return SplitResult(identity=identity, coverage=coverage, split=split, max_identity=max_id,
+                       cluster_of=cluster_of, dropped=dropped, moved=moved)
+
+
+def split_counts(split: Mapping[str, str]) -> dict[str, int]:
+    out = {s: 0 for s in SPLITS}
+    for s in split.values():
+        out[s] += 1
+    return out

@@ -1,0 +1,180 @@
+"""MMseqs2 from Python: cluster proteins at an identity, search queries against targets (FASTA in, hits out).
+
+Used by the dataset builder (homology-aware splits, each test protein's identity to the training set) and by the
+evaluation's nearest-homolog baseline. Identities are fractions (0–1) of identical positions over the alignment
+length — MMseqs2's ``fident``, the same measure ``--min-seq-id`` uses for clustering.
+
+    reps = cluster("all.fasta", identity=0.3)                 # {member: representative}
+    hits = search("test.fasta", "train.fasta")                # {query: [Hit, ...] best first}
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sepit.log import get_logger
+from sepit.tools import ToolError
+
+log = get_logger(__name__)
+INSTALL_HINT = "install MMseqs2 (Debian/Ubuntu: apt-get install mmseqs2; conda: conda install -c bioconda mmseqs2) " \
+               "or point SEPIT_MMSEQS at the binary"
+SEARCH_COLUMNS = ("query", "target", "fident", "alnlen", "qcov", "tcov", "evalue", "bits")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One alignment of a query to a target: identity and coverages are fractions in [0, 1]."""
+
+    query: str
+    target: str
+    identity: float
+    aln_len: int
+    qcov: float
+    tcov: float
+    evalue: float
+    bits: float
+
+
+def mmseqs_binary() -> str:
+    """Path of the ``mmseqs`` program (``$SEPIT_MMSEQS`` or the PATH); ToolError if there is none."""
+    env = os.environ.get("SEPIT_MMSEQS")
+    if env:
+        if not (Path(env).is_file() and os.access(env, os.X_OK)):
+            raise ToolError(f"SEPIT_MMSEQS={env} is not an executable file; {INSTALL_HINT}")
+        return env
+    found = shutil.which("mmseqs")
+    if not found:
+        raise ToolError(f"mmseqs not found on PATH; {INSTALL_HINT}")
+    return found
+
+
+def version() -> str:
+    """``mmseqs version`` output (e.g. ``14-7e284+ds-1+b2``)."""
+    return _run([mmseqs_binary(), "version"]).strip()
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _run(cmd: list[str], cwd: str | Path | None = None) -> str:
+    log.debug("running %s", " ".join(cmd))
+    try:
+        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as e:
+        raise ToolError(f"cannot run {cmd[0]}: {e.strerror or e}; {INSTALL_HINT}") from None
+    if r.returncode != 0:
+        lines = [ln for ln in (r.stderr + "\n" + r.stdout).splitlines() if ln.strip()]
+        err = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "no output")
+        raise ToolError(f"mmseqs {cmd[1]} failed (exit {r.returncode}): {err.strip()}")
+    return r.stdout
+
+
+def write_fasta(records: Iterable[tuple[str, str]], path: str | Path, width: int = 0) -> int:
+    """Write ``(id, sequence)`` pairs as FASTA (one sequence line unless ``width``); returns the count."""
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for pid, seq in records:
+            if width:
+                body = "\n".join(seq[i:i + width] for i in range(0, len(seq), width))
+            else:
+                body = seq
+            f.write(f">{pid}\n{body}\n")
+            n += 1
+    return n
+
+
+def _check_fasta(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise ToolError(f"{p}: no such FASTA file")
+    if p.stat().st_size == 0:
+        raise ToolError(f"{p}: empty FASTA file")
+    return p
+
+
+def cluster(fasta: str | Path, identity: float, *, coverage: float = 0.8, cov_mode: int = 0,
+            cluster_mode: int = 0, sensitivity: float | None = None, threads: int | None = None,
+            tmp_dir: str | Path | None = None) -> dict[str, str]:
+    """Cluster the sequences of ``fasta`` (``mmseqs easy-cluster``): member id → representative id.
+
+    ``identity``: minimum fraction of identical aligned positions to a cluster's representative (``--min-seq-id``);
+    ``coverage``/``cov_mode``: MMseqs2's ``-c``/``--cov-mode`` (default: both sequences ≥ 80% covered);
+    ``cluster_mode``: 0 greedy set cover (MMseqs2's default), 1 connected components (single linkage: no pair
+    passing the thresholds is split across clusters), 2 greedy by length (CD-HIT-like).
+    """
+    if not 0.0 <= identity <= 1.0:
+        raise ValueError(f"identity must be a fraction in [0, 1], got {identity}")
+    exe = mmseqs_binary()
+    src = _check_fasta(fasta).resolve()
+    with tempfile.TemporaryDirectory(prefix="sepit-mmseqs-", dir=tmp_dir) as tmp:
+        cmd = [exe, "easy-cluster", str(src), f"{tmp}/res", f"{tmp}/work", "--min-seq-id", str(identity),
+               "-c", str(coverage), "--cov-mode", str(cov_mode), "--cluster-mode", str(cluster_mode),
+               "--threads", str(threads or default_threads()), "-v", "1"]
+        if sensitivity is not None:
+            cmd += ["-s", str(sensitivity)]
+        _run(cmd)
+        out: dict[str, str] = {}
+        with open(f"{tmp}/res_cluster.tsv", encoding="utf-8") as f:
+            for line in f:
+                rep, member = line.rstrip("\n").split("\t")[:2]
+                out[member] = rep
+    return out
+
+
+def search(query_fasta: str | Path, target_fasta: str | Path, *, min_identity: float = 0.0, min_qcov: float = 0.0,
+           evalue: float = 1e-3, max_seqs: int = 300, sensitivity: float | None = None,
+           exhaustive: bool = False, threads: int | None = None,
+           tmp_dir: str | Path | None = None) -> dict[str, list[Hit]]:
+    """Search every query against the targets (``mmseqs easy-search``): query id → hits, best (highest bit score)
+    first. Queries without a hit are absent. ``min_identity``/``min_qcov``: report only alignments at least that
+    identical / covering at least that fraction of the query; ``exhaustive`` skips the prefilter (slow)."""
+    exe = mmseqs_binary()
+    q = _check_fasta(query_fasta).resolve()
+    t = _check_fasta(target_fasta).resolve()
+    with tempfile.TemporaryDirectory(prefix="sepit-mmseqs-", dir=tmp_dir) as tmp:
+        cmd = [exe, "easy-search", str(q), str(t), f"{tmp}/hits.m8", f"{tmp}/work",
+               "--format-output", ",".join(SEARCH_COLUMNS), "-e", str(evalue), "--max-seqs", str(max_seqs),
+               "--min-seq-id", str(min_identity), "--threads", str(threads or default_threads()), "-v", "1"]
+        if sensitivity is not None:
+            cmd += ["-s", str(sensitivity)]
+        if min_qcov > 0:
+            cmd += ["-c", str(min_qcov), "--cov-mode", "2"]
+        if exhaustive:
+            cmd += ["--exhaustive-search", "1"]
+        _run(cmd)
+        hits: dict[str, list[Hit]] = {}
+        with open(f"{tmp}/hits.m8", encoding="utf-8") as f:
+            for line in f:
+                p = line.rstrip("\n").split("\t")
+                if len(p) < len(SEARCH_COLUMNS):
+                    continue
+                h = Hit(p[0], p[1], float(p[2]), int(p[3]), float(p[4]), float(p[5]), float(p[6]), float(p[7]))
+                hits.setdefault(h.query, []).append(h)
+    for lst in hits.values():
+        lst.sort(key=lambda h: (-h.bits, -h.identity, h.target))
+    return hits
+
+
+def top_hits(hits: dict[str, list[Hit]]) -> dict[str, Hit]:
+    """The best hit (highest bit score) of each query."""
+    return {q: lst[0] for q, lst in hits.items() if lst}
+
+
+def max_identity(hits: dict[str, list[Hit]], min_qcov: float = 0.0) -> dict[str, float]:
+    """Each query's highest identity over its hits with query coverage ≥ ``min_qcov``."""
+    out: dict[str, float] = {}
+    for q, lst in hits.items():
+        ids = [h.identity for h in lst if h.qcov >= min_qcov]
+        if ids:
+            out[q] = max(ids)
+    return out

@@ -1,0 +1,132 @@
+"""Homology-aware splits (sepit.data.split) and the MMseqs2 wrapper (sepit.tools.mmseqs).
+
+Fast tests feed hand-made alignment hits; the slow ones run the real ``mmseqs`` on real proteins from the embedded
+default and check, with an independent search, that no held-out protein exceeds the threshold against train.
+"""
+
+from __future__ import annotations
+
+import shutil
+from itertools import islice
+
+import pytest
+
+from sepit.data.build import default_data_dir
+from sepit.data.readers import read_proteins
+from sepit.data.split import all_vs_all, assign_clusters, clusters_from_hits, find_leaks, make_split
+from sepit.tools import ToolError, mmseqs
+from sepit.tools.mmseqs import Hit
+
+
+def hit(q: str, t: str, ident: float, qcov: float = 1.0, tcov: float = 1.0) -> Hit:
+    return Hit(q, t, ident, 100, qcov, tcov, 1e-20, 200.0)
+
+
+def test_clusters_are_single_linkage_over_both_coverages() -> None:
+    hits = {"A": [hit("A", "B", 0.4)], "B": [hit("B", "C", 0.35)], "D": [hit("D", "A", 0.9, tcov=0.5)],
+            "E": [hit("E", "F", 0.2)]}
+    c = clusters_from_hits("ABCDEF", hits, identity=0.3, coverage=0.8)
+    assert c["A"] == c["B"] == c["C"] == "A"  # chained A-B-C, the smallest id represents
+    assert c["D"] == "D" and c["E"] == "E" and c["F"] == "F"  # low coverage / low identity: no link
+
+
+def test_eval_clusters_go_to_test_and_assignment_is_seeded() -> None:
+    cluster_of = {f"P{i}": f"P{i - i % 3}" for i in range(300)}
+    a = assign_clusters(cluster_of, {"P4"}, valid_fraction=0.1, test_fraction=0.1, seed=0)
+    assert a["P3"] == a["P4"] == a["P5"] == "test"
+    for i in range(0, 300, 3):  # clusters stay whole
+        assert a[f"P{i}"] == a[f"P{i + 1}"] == a[f"P{i + 2}"]
+    assert a == assign_clusters(cluster_of, {"P4"}, valid_fraction=0.1, test_fraction=0.1, seed=0)
+    assert a != assign_clusters(cluster_of, {"P4"}, valid_fraction=0.1, test_fraction=0.1, seed=1)
+    counts = {s: list(a.values()).count(s) for s in ("train", "valid", "test")}
+    assert 180 <= counts["train"] <= 270 and counts["valid"] > 0
+    with pytest.raises(ValueError):
+        assign_clusters(cluster_of, set(), valid_fraction=0.6, test_fraction=0.5, seed=0)
+
+
+def test_leaks_move_whole_clusters_to_train_or_drop_homologs_of_eval_proteins() -> None:
+    ids = [f"P{i:03d}" for i in range(200)]
+    # P000 is a fragment of P001 (covers all of P000, 30% of P001): not one cluster, but a leak if they split.
+    # E is an eval protein with a training-side homolog T (fragment-like too).
+    hits = {"P000": [hit("P000", "P001", 0.95, qcov=1.0, tcov=0.3)], "E": [hit("E", "T", 0.6, qcov=0.9, tcov=0.4)]}
+    dropped_t = moved = 0
+    for seed in range(40):
+        res = make_split([*ids, "E", "T"], {"E"}, hits, 0.3, valid_fraction=0.2, test_fraction=0.2, seed=seed)
+        assert res.split["E"] == "test"
+        assert ("T" in res.dropped) == ("T" not in res.split)  # T never stays in train beside its eval homolog
+        assert res.split.get("T", "dropped") != "train"
+        dropped_t += "T" in res.dropped
+        moved += res.moved
+        assert not find_leaks(res.split, {**hits, "P001": [hit("P001", "P000", 0.95, qcov=0.3, tcov=1.0)]}, 0.3,
+                              0.8)
+        if res.split["P000"] != "train":
+            assert res.split["P001"] != "train"
+        for acc, s in res.split.items():
+            if s != "train":
+                assert res.max_identity[acc] <= 0.3
+    assert res.cluster_of["P000"] != res.cluster_of["P001"]
+    assert dropped_t > 0 and moved > 0  # both remedies were exercised
+
+
+def test_missing_mmseqs_is_a_clear_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("SEPIT_MMSEQS", str(tmp_path / "nope"))
+    with pytest.raises(ToolError, match="apt-get install mmseqs2"):
+        mmseqs.mmseqs_binary()
+    monkeypatch.delenv("SEPIT_MMSEQS")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolError, match="mmseqs not found on PATH"):
+        mmseqs.cluster(tmp_path / "x.fasta", 0.3)
+
+
+def _real_proteins(n: int):
+    d = default_data_dir()
+    return list(islice(read_proteins(d / "proteins.tsv.xz", human=d / "human.tsv.xz"), n))
+
+
+def _need_mmseqs() -> None:
+    if shutil.which("mmseqs") is None:
+        pytest.fail("mmseqs is not installed: apt-get install mmseqs2 (scripts/setup.sh does it)")
+
+
+@pytest.mark.slow
+def test_real_mmseqs_split_has_no_test_protein_above_threshold_against_train(tmp_path) -> None:
+    _need_mmseqs()
+    entries = _real_proteins(700)
+    seqs = {e.accession: e.sequence for e in entries}
+    eval_ids = {e.accession for e in entries if e.split_hint == "eval"}
+    assert eval_ids, "the subset should hold eval proteins"
+    hits = all_vs_all(seqs, 0.8)
+    for identity in (0.3, 0.5):
+        res = make_split(seqs, eval_ids, hits, identity, valid_fraction=0.1, test_fraction=0.1, seed=0)
+        held = {a for a, s in res.split.items() if s != "train"}
+        train = {a for a, s in res.split.items() if s == "train"}
+        assert eval_ids <= {a for a, s in res.split.items() if s == "test"}
+        assert held and train
+        # independent check: a fresh exhaustive search (no prefilter) of held-out vs train
+        q, t = tmp_path / f"held{identity}.fasta", tmp_path / f"train{identity}.fasta"
+        mmseqs.write_fasta(((a, seqs[a]) for a in sorted(held)), q)
+        mmseqs.write_fasta(((a, seqs[a]) for a in sorted(train)), t)
+        check = mmseqs.search(q, t, exhaustive=True)
+        worst = max((h.identity for lst in check.values() for h in lst if h.qcov >= 0.8), default=0.0)
+        assert worst <= identity, f"held-out protein at {worst:.2f} identity to train (threshold {identity})"
+        assert max(res.max_identity.values()) <= identity
+
+
+@pytest.mark.slow
+def test_real_mmseqs_cluster_and_search_wrappers(tmp_path) -> None:
+    _need_mmseqs()
+    entries = _real_proteins(60)
+    fa = tmp_path / "x.fasta"
+    assert mmseqs.write_fasta(((e.accession, e.sequence) for e in entries), fa) == 60
+    reps = mmseqs.cluster(fa, 0.5, cluster_mode=1)
+    assert set(reps) == {e.accession for e in entries} and set(reps.values()) <= set(reps)
+    hits = mmseqs.search(fa, fa)
+    top = mmseqs.top_hits(hits)
+    for e in entries:  # every protein finds itself, identical
+        assert any(h.target == e.accession and h.identity == 1.0 for h in hits[e.accession])
+    assert all(0.0 <= h.identity <= 1.0 for h in top.values())
+    assert mmseqs.version()
+    empty = tmp_path / "empty.fasta"
+    empty.write_text("")
+    with pytest.raises(ToolError, match="empty FASTA"):
+        mmseqs.search(empty, fa)
