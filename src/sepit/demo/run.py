@@ -38,16 +38,17 @@ class DemoSize:
     steps: tuple[int, int, int]
     batch: tuple[int, int, int]
     max_protein_len: int
+    pool: int  # protein tokens per residue group (projector.pool): fewer LLM tokens on a CPU
     eval_items: int
     max_new_tokens: int
     estimate: str
 
 
 SIZES: dict[str, DemoSize] = {
-    "smoke": DemoSize(300, (2, 2, 2), (4, 2, 2), 128, 12, 8, "3–5 min"),
-    "quick": DemoSize(1200, (20, 16, 16), (8, 4, 4), 192, 48, 24, "10 min"),
-    "default": DemoSize(0, (60, 50, 50), (8, 4, 4), 256, 160, 48, "35 min"),
-    "large": DemoSize(0, (2000, 3000, 3000), (8, 4, 4), 1022, 2000, 128, "hours on a CPU; use a GPU"),
+    "smoke": DemoSize(300, (2, 2, 2), (4, 2, 2), 128, 4, 12, 8, "3–5 min"),
+    "quick": DemoSize(1200, (16, 12, 12), (8, 4, 4), 192, 4, 32, 24, "10 min"),
+    "default": DemoSize(0, (60, 40, 40), (8, 4, 4), 256, 2, 96, 32, "35 min"),
+    "large": DemoSize(0, (2000, 3000, 3000), (8, 4, 4), 1022, 1, 2000, 128, "hours on a CPU; use a GPU"),
 }
 
 
@@ -66,6 +67,8 @@ def _train_phase(stage: int, run_dir: Path, size: DemoSize, data_dir: Path, over
           f"save_every={max(2, size.steps[stage] // 2)}", "keep_checkpoints=1"]
     if stage > 0:
         ov.append(f"init_from={run_dir / f'stage{stage - 1}' / 'final'}")
+    else:
+        ov.append(f"model_overrides=[projector.pool={size.pool}]")
     cfg = load_config(configs_dir() / "train" / f"stage{stage}_default.yaml", TrainConfig, ov + overrides)
     resume = latest_checkpoint(out) is not None
     if not resume and out.exists():

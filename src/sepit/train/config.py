@@ -35,6 +35,7 @@ class TrainConfig:
     stage: int
     out_dir: str
     model: str = "tiny"
+    model_overrides: list[str] = field(default_factory=list)  # key=value on the model config (when not init_from)
     init_from: str = ""
     data: DataSection = field(default_factory=DataSection)
     lr: dict[str, float] = field(default_factory=dict)

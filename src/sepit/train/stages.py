@@ -26,15 +26,16 @@ from sepit.train.config import TrainConfig
 log = get_logger(__name__)
 
 
-def resolve_model_config(spec: str):
-    """A preset name (``tiny``/``default``/``paper``) or a model YAML file → ModelConfig."""
-    from sepit.config import load_config
+def resolve_model_config(spec: str, overrides: list[str] | tuple[str, ...] = ()):
+    """A preset name (``tiny``/``default``/``paper``) or a model YAML file (+ ``key=value`` overrides) →
+    ModelConfig."""
+    from sepit.config import from_dict, load_config, to_dict
     from sepit.model import PRESETS, ModelConfig
 
     if spec in PRESETS:
-        return PRESETS[spec]()
+        return from_dict(ModelConfig, to_dict(PRESETS[spec]()), overrides) if overrides else PRESETS[spec]()
     if Path(spec).is_file():
-        return load_config(spec, ModelConfig)
+        return load_config(spec, ModelConfig, overrides)
     raise SepitError(f"model {spec!r} is neither a preset ({', '.join(PRESETS)}) nor a model config file")
 
 
@@ -237,7 +238,7 @@ def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device)
             model = load_model(resolve_init(cfg.init_from))
             log.info(f"stage {cfg.stage}: starting from {resolve_init(cfg.init_from)}")
         else:
-            model = build_model(resolve_model_config(cfg.model), seed=cfg.seed)
+            model = build_model(resolve_model_config(cfg.model, cfg.model_overrides), seed=cfg.seed)
     if cfg.stage == 2 and cfg.upcycle_experts and not model.is_moe:
         if cfg.upcycle_experts != model.config.moe.num_experts:
             import dataclasses
