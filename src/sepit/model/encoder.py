@@ -65,7 +65,10 @@ class StructureAwareEsm(nn.Module):
         kernels = None
         if coords is not None and coord_mask is not None and bool(coord_mask.any()):
             coord_mask = coord_mask.bool() & attention_mask
-            bias, node, kernels = self.structure(coords, coord_mask)
+            if torch.is_grad_enabled():  # training (stage 0's denoising head needs the pair kernels)
+                bias, node, kernels = self.structure(coords, coord_mask)
+            else:  # inference: no (B, L, L, K) tensor, proteins without structure skipped
+                bias, node = self.structure.bias_and_node(coords, coord_mask, self.hidden_size)
             embeds = embeds + node.to(embeds.dtype)
             mask = bias + key_pad  # (B, H, L, L)
         else:

@@ -98,3 +98,33 @@ class StructureModule(nn.Module):
         bias = bias * pair_mask.unsqueeze(1)
         node = self.node(kernels.to(self.node.proj.weight.dtype), pair_mask)
         return bias, node, kernels
+
+    def bias_and_node(self, coords: torch.Tensor, coord_mask: torch.Tensor, hidden_size: int,
+                      chunk: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bias (B, H, L, L) and node encoding (B, L, D) without materialising the (B, L, L, K) kernels: only the
+        proteins that have structure are computed, ``chunk`` query rows at a time. Equal to :meth:`forward`'s
+        first two outputs; used when the kernels themselves are not needed (no stage-0 denoising head)."""
+        coord_mask = coord_mask.bool()
+        b, length = coord_mask.shape
+        dev = coords.device
+        bias = torch.zeros(b, self.num_heads, length, length, dtype=torch.float32, device=dev)
+        node = torch.zeros(b, length, hidden_size, dtype=self.node.proj.weight.dtype, device=dev)
+        rows = torch.nonzero(coord_mask.any(dim=1), as_tuple=True)[0]
+        if rows.numel() == 0:
+            return bias, node
+        cm = coord_mask[rows]
+        xyz = torch.where(cm.unsqueeze(-1), coords[rows].float(), torch.zeros_like(coords[rows], dtype=torch.float32))
+        sub_bias = torch.zeros(rows.numel(), self.num_heads, length, length, dtype=torch.float32, device=dev)
+        summed = torch.zeros(rows.numel(), length, self.basis.num_kernels, dtype=torch.float32, device=dev)
+        for s in range(0, length, chunk):
+            q = slice(s, min(length, s + chunk))
+            pm = cm[:, q, None] & cm[:, None, :]  # (b', c, L)
+            diff = xyz[:, q, None, :] - xyz[:, None, :, :]
+            k = self.basis(torch.sqrt((diff * diff).sum(-1) + 1e-12)) * pm.unsqueeze(-1)  # (b', c, L, K)
+            sub_bias[:, :, q, :] = self.bias(k.to(self.bias.fc1.weight.dtype)).float() * pm.unsqueeze(1)
+            summed[:, q] = k.sum(dim=2)
+        out = self.node.proj(summed.to(self.node.proj.weight.dtype)) * self.node.scale
+        out = out * cm.unsqueeze(-1)  # rows without a Cα get no encoding (as in NodeEncoding)
+        bias[rows] = sub_bias
+        node[rows] = out.to(node.dtype)
+        return bias, node

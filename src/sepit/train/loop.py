@@ -246,7 +246,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
                 for k, v in rec.items():
                     if isinstance(v, (int, float)) and k != "step":
                         writer.add_scalar(f"stage{cfg.stage}/{k}", v, step)
-            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=rec["tokens_per_s"])
+            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=rec["tokens_per_s"], refresh=False)
             if step % cfg.log_every == 0 or step == total_steps:
                 log.debug(json.dumps(rec))
             t_last, tokens_since = now, 0
