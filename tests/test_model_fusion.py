@@ -254,3 +254,24 @@ def test_cached_encoder_features_give_the_same_loss(model) -> None:
         torch.testing.assert_close(model(cached).loss, model(batch).loss)
         with pytest.raises(InputError, match="mismatch"):
             model(dict(batch, protein_features=torch.cat(feats[:2])))
+
+
+def test_sampling_with_temperature_is_seeded_and_greedy_at_zero() -> None:
+    import torch as _torch
+
+    from sepit.model import build_model as _build, tiny as _tiny
+
+    m = _build(_tiny()).eval()
+    conv = [[{"role": "user", "content": "<protein>\nWhat does it do?"}]]
+    prots = [["MKTAYIAKQRQISFVKSHFSRQ"]]
+    greedy = [m.chat(conv, prots, max_new_tokens=6) for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    _torch.manual_seed(1)
+    a = m.chat(conv, prots, max_new_tokens=6, temperature=5.0)
+    _torch.manual_seed(1)
+    b = m.chat(conv, prots, max_new_tokens=6, temperature=5.0)
+    outs = set()
+    for seed in range(6):
+        _torch.manual_seed(seed)
+        outs.add(m.chat(conv, prots, max_new_tokens=6, temperature=5.0)[0])
+    assert a == b and len(outs) > 1  # sampling is seeded and actually varies at a high temperature

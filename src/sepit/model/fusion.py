@@ -165,8 +165,9 @@ class SepitModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
-                 callback: Callable[[list[str]], None] | None = None) -> list[str]:
-        """Greedy decoding with the KV cache from a left-padded prompt batch (``add_generation_prompt=True``).
+                 callback: Callable[[list[str]], None] | None = None, temperature: float = 0.0) -> list[str]:
+        """Decoding with the KV cache from a left-padded prompt batch (``add_generation_prompt=True``): greedy at
+        ``temperature`` 0 (the default, deterministic), sampling from softmax(logits / temperature) above it.
 
         ``callback(texts_so_far)`` is called after every step (streaming). Returns the decoded answers.
         """
@@ -180,8 +181,12 @@ class SepitModel(nn.Module):
             raise InputError(None, "generation needs left-padded prompts (collate with padding_side='left')")
         embeds = self.embed_inputs(batch)
         tok = self.processor.llm_tokenizer
-        gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                               pad_token_id=self.processor.pad_token_id, eos_token_id=self._eos_ids())
+        if not 0.0 <= temperature <= 10.0:
+            raise InputError(None, f"temperature must be between 0 and 10, got {temperature}")
+        sample = dict(do_sample=True, temperature=float(temperature), top_k=0, top_p=1.0) if temperature > 0 \
+            else dict(do_sample=False)
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, pad_token_id=self.processor.pad_token_id,
+                               eos_token_id=self._eos_ids(), **sample)
         streamer = _Streamer(tok, embeds.shape[0], callback) if callback is not None else None
         self._set_token_mask(None)
         out = self.llm.generate(inputs_embeds=embeds, attention_mask=attn, generation_config=gen, streamer=streamer)
@@ -189,10 +194,12 @@ class SepitModel(nn.Module):
 
     @torch.no_grad()
     def chat(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
-             max_new_tokens: int = 256, callback: Callable[[list[str]], None] | None = None) -> list[str]:
-        """Answer each conversation (ending with a user turn) about its proteins; greedy, batched."""
+             max_new_tokens: int = 256, callback: Callable[[list[str]], None] | None = None,
+             temperature: float = 0.0) -> list[str]:
+        """Answer each conversation (ending with a user turn) about its proteins; batched, greedy by default."""
         batch = self.processor(conversations, proteins, add_generation_prompt=True)
-        return self.generate(self.to_device(batch), max_new_tokens=max_new_tokens, callback=callback)
+        return self.generate(self.to_device(batch), max_new_tokens=max_new_tokens, callback=callback,
+                             temperature=temperature)
 
     def _answer_token_ids(self, word: str) -> list[int]:
         """First-token ids of ``word``, ``Word``, `` word``, `` Word`` (a first token that is only whitespace — a
