@@ -47,7 +47,7 @@ def test_demo_smoke_then_ask(tmp_path, repo_root) -> None:
 
     again = _sepit(["demo", "--smoke", "--run-dir", str(run)], env, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("reused") == 8  # every phase reused: nothing retrained
+    assert again.stderr.count(": done before (") == 8  # every phase reused: nothing retrained
 
     structure = repo_root / "tests" / "data" / "structures" / "1crn.cif.gz"
     ask = _sepit(["ask", "--structure", str(structure), "--max-new-tokens", "12", "What does this protein do?"],
