@@ -1,10 +1,16 @@
 """Benchmark the dataset builder: proteins/s and peak memory, for the embedded default and the shared 50k set.
 
-Run:  .venv/bin/python benchmarks/bench_data.py [--only default|50k] [--threads 2] [--shared /work/shared/data]
+Run:  .venv/bin/python benchmarks/bench_data.py [--only default|50k|full] [--threads 2] [--shared /work/shared/data]
 
 The 50k run reads the shared 2014 Swiss-Prot table (50,000 proteins), its GO terms and human table, and all 630
 real PDB/mmCIF files (the tar is extracted to a temp folder first, not timed). Each build runs in a fresh child
 process so its peak RSS (and that of the MMseqs2 processes it starts) is measured on its own. Prints a table.
+
+``--only full`` (not part of the default run: about an hour on 2 cores) builds the full 2014 set, 516,371 proteins:
+it needs Debian's ``metastudent-data`` and ``ncbi-blast+`` (``apt-get install metastudent-data ncbi-blast+``), converts
+them with ``sepit data import-metastudent`` (eval rows carried over from the shared 50k table; timed, in a child
+process too), then builds with the shared GO/human tables and the 630 structures. Above 100,000 proteins the split
+clusters first (``split.method: auto`` → ``clustered``, see ``sepit/data/split.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,18 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+CONVERT = r"""
+import json, resource, sys, time
+from sepit.data.readers.metastudent import convert_metastudent
+from sepit.log import setup_logging
+setup_logging()
+out, eval_from = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+c = convert_metastudent(out, eval_from=eval_from)
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "counts": c,
+                              "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
 
 CHILD = r"""
 import json, resource, sys, time
@@ -43,23 +61,36 @@ def _du(path: Path) -> float:
 
 
 def run(name: str, cfg: dict, threads: int, out: Path) -> dict:
+    """Build in a child process; its log goes to ``<out>.log`` (follow it with ``tail -f`` on long builds)."""
     spec = {"cfg": cfg, "out": str(out), "threads": threads}
     env = {**os.environ, "SEPIT_NO_PROGRESS": os.environ.get("SEPIT_NO_PROGRESS", "1")}
+    log = out.with_name(out.name + ".log")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True, env=env,
-                       cwd=REPO, check=False)
+    with open(log, "w", encoding="utf-8") as err:
+        r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], stdout=subprocess.PIPE, stderr=err,
+                           text=True, env=env, cwd=REPO, check=False)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
-        sys.stderr.write(r.stderr[-3000:])
-        raise SystemExit(f"{name}: build failed")
+        sys.stderr.write(log.read_text(encoding="utf-8")[-3000:])
+        raise SystemExit(f"{name}: build failed (log: {log})")
     res = json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
     res.update(name=name, wall=wall, disk_mb=_du(out))
     return res
 
 
+def convert(out: Path, eval_from: Path) -> dict:
+    env = {**os.environ, "SEPIT_NO_PROGRESS": os.environ.get("SEPIT_NO_PROGRESS", "1")}
+    r = subprocess.run([sys.executable, "-c", CONVERT, str(out), str(eval_from)], capture_output=True, text=True,
+                       env=env, cwd=REPO, check=False)
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr[-3000:])
+        raise SystemExit("import-metastudent failed (apt-get install metastudent-data ncbi-blast+)")
+    return json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=("default", "50k"))
+    ap.add_argument("--only", choices=("default", "50k", "full"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shared", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--keep", type=Path, help="keep the built datasets under this folder")
@@ -69,15 +100,24 @@ def main() -> int:
         root = args.keep or Path(tmp)
         if args.only in (None, "default"):
             results.append(run("embedded default", {}, args.threads, root / "default"))
-        if args.only in (None, "50k"):
-            sp = args.shared / "swissprot2014"
-            structures = Path(tmp) / "structures"
+        structures = Path(tmp) / "structures"
+        if args.only in (None, "50k", "full"):
             with tarfile.open(args.shared / "structures" / "structures_real_pdb.tar.xz") as tar:
                 tar.extractall(structures, filter="data")
-            cfg = {"sources": [str(sp / "sprot2014_go_50k.tsv.xz")], "go_terms": str(sp / "go_terms.tsv.xz"),
-                   "human": str(sp / "human_uniprot_orghs2022.tsv.xz"), "structures": str(structures),
-                   "structure_map": str(args.shared / "structures" / "structure_chains_to_sprot2014.tsv.xz")}
+        sp = args.shared / "swissprot2014"
+        shared_cfg = {"go_terms": str(sp / "go_terms.tsv.xz"), "human": str(sp / "human_uniprot_orghs2022.tsv.xz"),
+                      "structures": str(structures),
+                      "structure_map": str(args.shared / "structures" / "structure_chains_to_sprot2014.tsv.xz")}
+        if args.only in (None, "50k"):
+            cfg = {"sources": [str(sp / "sprot2014_go_50k.tsv.xz")], **shared_cfg}
             results.append(run("shared 50k + 630 structures", cfg, args.threads, root / "sprot50k"))
+        if args.only == "full":
+            table = root / "sprot2014_full.tsv.gz"
+            conv = convert(table, sp / "sprot2014_go_50k.tsv.xz")
+            print(f"import-metastudent: {conv['counts']['proteins']} proteins ({conv['counts']['eval']} eval) in "
+                  f"{conv['seconds']:.1f} s, peak RSS {conv['rss_mb']:.0f} MB, {table.stat().st_size / 1e6:.0f} MB")
+            cfg = {"sources": [str(table)], **shared_cfg}
+            results.append(run("full 516k + 630 structures", cfg, args.threads, root / "sprot_full"))
     print(f"\nsepit data build benchmark ({args.threads} threads, {os.cpu_count()} CPUs visible)\n")
     head = ["dataset", "proteins", "structures", "records", "read s", "split s", "write s", "total s",
             "proteins/s", "peak RSS MB", "mmseqs RSS MB", "disk MB"]
@@ -95,8 +135,10 @@ def main() -> int:
         print(f"\n{r['name']}: records per task/kind")
         for task, kinds in r["counts"]["by_task"].items():
             print(f"  {task:20s} " + "  ".join(f"{k} {sum(v.values())}" for k, v in kinds.items()))
-        print("  splits: " + "; ".join(f"{t}: {s['proteins']} ({s['clusters']} clusters, {s['moved_to_train']} moved "
-                                       f"to train, {s['dropped']} dropped)" for t, s in r["splits"].items()))
+        print("  splits: " + "; ".join(f"{t}: {s['proteins']} ({s.get('method', 'all_vs_all')}: {s['clusters']} "
+                                       f"clusters, {s['moved_to_train']} moved to train, {s['dropped']} dropped, "
+                                       f"max identity to train {s['max_identity_to_train']['max']})"
+                                       for t, s in r["splits"].items()))
         if r["skipped"]:
             print("  skipped: " + ", ".join(f"{k} {v}" for k, v in r["skipped"].items()))
     return 0

@@ -216,14 +216,16 @@ def _need_mmseqs() -> None:
 
 
 @pytest.mark.slow
-def test_cli_build_with_real_mmseqs_is_deterministic_across_processes(tmp_path) -> None:
+@pytest.mark.parametrize("method", ["all_vs_all", "clustered"])
+def test_cli_build_with_real_mmseqs_is_deterministic_across_processes(tmp_path, method) -> None:
     _need_mmseqs()
     outs = []
     for hashseed in ("1", "2"):
         out = tmp_path / f"ds{hashseed}"
         env = {**os.environ, "PYTHONHASHSEED": hashseed, "SEPIT_NO_PROGRESS": "1"}
         r = subprocess.run([sys.executable, "-m", "sepit.cli", "data", "build", "-o", str(out), "--max-proteins",
-                            "250", "--seed", "7"], capture_output=True, text=True, env=env, timeout=600, check=False)
+                            "250", "--seed", "7", f"split.method={method}"], capture_output=True, text=True, env=env,
+                           timeout=600, check=False)
         assert r.returncode == 0, r.stderr[-2000:]
         assert "wrote" in r.stdout
         outs.append(out)
@@ -234,6 +236,7 @@ def test_cli_build_with_real_mmseqs_is_deterministic_across_processes(tmp_path) 
         assert (a / f).read_bytes() == (b / f).read_bytes(), f
     ds = InstructionDataset(a)
     assert ds.manifest["versions"]["mmseqs"] != "unavailable"
+    assert {s["method"] for s in ds.manifest["splits"].values()} == {method}
     held = [ds.protein_info(p) for p in ds.protein_ids() if ds.protein_info(p)["split"] != "train"]
     assert held and max(p["max_identity_to_train"] for p in held) <= 0.3
 

@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import shutil
 from itertools import islice
+from pathlib import Path
 
 import pytest
 
 from sepit.data.build import default_data_dir
 from sepit.data.readers import read_proteins
-from sepit.data.split import all_vs_all, assign_clusters, clusters_from_hits, find_leaks, make_split
+from sepit.data.split import (
+    all_vs_all,
+    assign_clusters,
+    clustered_split,
+    clusters_from_hits,
+    find_leaks,
+    make_split,
+)
 from sepit.tools import ToolError, mmseqs
 from sepit.tools.mmseqs import Hit
 
@@ -130,3 +138,71 @@ def test_real_mmseqs_cluster_and_search_wrappers(tmp_path) -> None:
     empty.write_text("")
     with pytest.raises(ToolError, match="empty FASTA"):
         mmseqs.search(empty, fa)
+
+
+class FakeClusterTool:
+    """Stands in for MMseqs2 in :func:`clustered_split`: fixed clusters and hits, written as MMseqs2 would."""
+
+    def __init__(self, clusters: dict[str, str], hits: list[Hit]) -> None:
+        self.clusters, self.hits, self.queries = clusters, hits, []
+
+    def cluster(self, fasta, identity, coverage):
+        return dict(self.clusters)
+
+    def search_to_file(self, query_fasta, target_fasta, out, min_qcov):
+        q = {ln[1:].strip() for ln in Path(query_fasta).read_text().splitlines() if ln.startswith(">")}
+        self.queries.append(q)
+        with open(out, "w") as f:
+            for h in self.hits:
+                if h.query in q:
+                    f.write("\t".join(map(str, (h.query, h.target, h.identity, h.aln_len, h.qcov, h.tcov, h.evalue,
+                                                h.bits))) + "\n")
+        return out
+
+
+def test_clustered_split_searches_only_held_out_and_resolves_leaks() -> None:
+    ids = [f"P{i:03d}" for i in range(200)] + ["E", "T"]
+    seqs = {a: "MKV" for a in ids}
+    clusters = {a: a for a in ids}
+    clusters.update({"P011": "P010", "P012": "P010"})  # one cluster of three (the tool's representative: P010)
+    hits = [hit("P000", "P001", 0.95, qcov=1.0, tcov=0.3), hit("P001", "P000", 0.95, qcov=0.3, tcov=1.0),
+            hit("E", "T", 0.6, qcov=0.9, tcov=0.4), hit("P050", "P051", 0.25), hit("P051", "P050", 0.25)]
+    dropped_t = moved = 0
+    for seed in range(40):
+        tool = FakeClusterTool(clusters, hits)
+        res = clustered_split(seqs, {"E"}, 0.3, valid_fraction=0.2, test_fraction=0.2, seed=seed, tool=tool)
+        assert res.method == "clustered"
+        held = {a for a, s in res.split.items() if s != "train"}
+        initial = assign_clusters(res.cluster_of, {"E"}, valid_fraction=0.2, test_fraction=0.2, seed=seed)
+        candidates = {a for a, s in initial.items() if s != "train"}
+        assert tool.queries == [candidates] and held <= candidates  # one search, of the held-out candidates only
+        assert res.split["E"] == "test" and res.split.get("T", "dropped") != "train"
+        assert len({res.split[a] for a in ("P010", "P011", "P012")}) == 1  # clusters stay whole
+        assert res.cluster_of["P011"] == "P010"
+        if res.split["P000"] != "train":
+            assert res.split["P001"] != "train"
+        if res.split["P050"] != "train" and res.split["P051"] == "train":
+            assert res.max_identity["P050"] == 0.25  # identity to train is recorded below the threshold too
+        assert all(v <= 0.3 for v in res.max_identity.values())
+        dropped_t += "T" in res.dropped
+        moved += res.moved
+    assert dropped_t > 0 and moved > 0
+
+
+@pytest.mark.slow
+def test_real_mmseqs_clustered_split_has_no_test_protein_above_threshold(tmp_path) -> None:
+    _need_mmseqs()
+    entries = _real_proteins(700)
+    seqs = {e.accession: e.sequence for e in entries}
+    eval_ids = {e.accession for e in entries if e.split_hint == "eval"}
+    res = clustered_split(seqs, eval_ids, 0.3, valid_fraction=0.1, test_fraction=0.1, seed=0)
+    held = {a for a, s in res.split.items() if s != "train"}
+    train = {a for a, s in res.split.items() if s == "train"}
+    assert eval_ids <= {a for a, s in res.split.items() if s == "test"} and held and train
+    q, t = tmp_path / "held.fasta", tmp_path / "train.fasta"
+    mmseqs.write_fasta(((a, seqs[a]) for a in sorted(held)), q)
+    mmseqs.write_fasta(((a, seqs[a]) for a in sorted(train)), t)
+    check = mmseqs.search(q, t, exhaustive=True)  # independent: no prefilter
+    worst = max((h.identity for lst in check.values() for h in lst if h.qcov >= 0.8), default=0.0)
+    assert worst <= 0.3, f"held-out protein at {worst:.2f} identity to train"
+    assert set(res.max_identity) == held and max(res.max_identity.values()) <= 0.3

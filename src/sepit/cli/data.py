@@ -41,6 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. instructions.yesno_pairs_per_task=2)")
     p.set_defaults(func=_build)
 
+    p = add_command(g, "import-metastudent",
+                    help="the full 2014 Swiss-Prot GO set (516,371 proteins) from Debian's metastudent-data → a table",
+                    epilog="example (after `apt-get install metastudent-data ncbi-blast+`):\n"
+                           "  sepit data import-metastudent -o sprot2014_full.tsv.gz --eval-from sprot2014_go_50k.tsv.xz\n"
+                           "  sepit data build -o data/full --source sprot2014_full.tsv.gz --go-terms go_terms.tsv.xz")
+    p.add_argument("-o", "--output", required=True, help="table to write (.tsv or .tsv.gz)")
+    p.add_argument("--dir", default=None, metavar="DIR",
+                   help="the package's dataset directory (default /usr/share/metastudent-data/dataset_201401)")
+    p.add_argument("--eval-from", metavar="TABLE", help="a 2014 table whose eval rows stay marked eval")
+    p.set_defaults(func=_import_metastudent)
+
     p = add_command(g, "stats", help="counts per split/task/kind and a length histogram of a built dataset",
                     epilog="example:\n  sepit data stats data/default")
     p.add_argument("dir", help="dataset directory")
@@ -89,6 +100,19 @@ def _build(args: argparse.Namespace) -> int:
     skipped = manifest["skipped"]
     if skipped:
         print(f"skipped {sum(skipped.values())}: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
+    return 0
+
+
+def _import_metastudent(args: argparse.Namespace) -> int:
+    from sepit.data.readers.metastudent import DEFAULT_DIR, convert_metastudent
+    from sepit.data.readers.skiplog import SkipLog
+
+    skips = SkipLog()
+    c = convert_metastudent(args.output, args.dir or DEFAULT_DIR, eval_from=args.eval_from, skips=skips)
+    print(f"wrote {args.output}: {c['proteins']} proteins ({c['eval']} marked eval); GO annotations: "
+          f"MF {c['MFO']}, BP {c['BPO']}, CC {c['CCO']}")
+    if skips:
+        print(f"skipped: {skips.summary()}")
     return 0
 
 

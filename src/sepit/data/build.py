@@ -30,7 +30,7 @@ from sepit.data.instructions import Catalog, QAOptions, load_templates, protein_
 from sepit.data.instructions.templates import TASKS
 from sepit.data.readers import SkipLog, read_go_terms, read_human_table, read_proteins
 from sepit.data.records import ProteinEntry
-from sepit.data.split import SPLITS, HomologyTool, MMseqsTool, SplitResult, all_vs_all, make_split
+from sepit.data.split import SPLITS, HomologyTool, MMseqsTool, SplitResult, all_vs_all, clustered_split, make_split
 from sepit.data.structures import StructureStore, ca_secondary_structure
 from sepit.errors import InputError
 from sepit.log import get_logger, progress
@@ -167,14 +167,33 @@ def _read_headers(path: Path, store: StructureStore) -> dict[str, Header]:
     return out
 
 
+def split_method(cfg: DataConfig, n_proteins: int) -> str:
+    """``all_vs_all`` or ``clustered`` (``auto``: clustered above ``split.clustered_above`` proteins)."""
+    m = cfg.split.method
+    if m == "auto":
+        return "clustered" if n_proteins > cfg.split.clustered_above else "all_vs_all"
+    return m
+
+
 def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool) -> tuple[SplitResult, dict[float, SplitResult]]:
-    """One all-vs-all search; the active split over all proteins, the extra thresholds over those it kept."""
+    """The active split over all proteins, the extra thresholds over those it kept: from one all-vs-all search, or
+    (large sets) from MMseqs2 clusters plus a search of the held-out proteins, per threshold."""
     seqs = {e.accession: e.sequence for e in inputs.entries}
     eval_ids = frozenset(e.accession for e in inputs.entries if e.split_hint == "eval")
     s = cfg.split
-    hits = all_vs_all(seqs, s.coverage, tool)
     kw = {"coverage": s.coverage, "valid_fraction": s.valid_fraction, "test_fraction": s.test_fraction,
           "seed": cfg.seed}
+    method = split_method(cfg, len(seqs))
+    log.info("split method: %s (%d proteins)", method, len(seqs))
+    if method == "clustered":
+        if not hasattr(tool, "cluster") or not hasattr(tool, "search_to_file"):
+            raise InputError(None, "split.method=clustered needs a homology tool that clusters (MMseqs2)")
+        active = clustered_split(seqs, eval_ids, s.identity, tool=tool, **kw)  # type: ignore[arg-type]
+        kept = {a: seqs[a] for a in active.split}
+        extra = {t: clustered_split(kept, eval_ids, t, tool=tool, **kw)  # type: ignore[arg-type]
+                 for t in s.extra_identities if t != s.identity}
+        return active, extra
+    hits = all_vs_all(seqs, s.coverage, tool)
     active = make_split(seqs, eval_ids, hits, s.identity, **kw)  # type: ignore[arg-type]
     extra = {t: make_split(active.split, eval_ids, hits, t, **kw)  # type: ignore[arg-type]
              for t in s.extra_identities if t != s.identity}
@@ -323,7 +342,7 @@ def _manifest(cfg: DataConfig, inputs: Inputs, active: SplitResult, extra: dict[
               writers: dict[str, _ShardWriter], templates_path: str, n_structures: int) -> dict[str, Any]:
     def split_summary(r: SplitResult) -> dict[str, Any]:
         held = [v for a, v in r.max_identity.items()]
-        return {"identity": r.identity, "coverage": r.coverage, "clusters": r.n_clusters, "proteins": r.counts(),
+        return {"identity": r.identity, "coverage": r.coverage, "method": r.method, "clusters": r.n_clusters, "proteins": r.counts(),
                 "dropped": len(r.dropped), "moved_to_train": r.moved,
                 "max_identity_to_train": {"max": round(max(held, default=0.0), 4),
                                           "mean": round(float(np.mean(held)) if held else 0.0, 4)}}

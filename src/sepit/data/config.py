@@ -7,6 +7,7 @@ and structure store). Paths may be relative to the working directory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from sepit.config import config_kind
 
@@ -20,6 +21,8 @@ class SplitConfig:
     coverage: float = 0.8  # alignment coverage for clustering (both sequences) and for leaks (the held-out protein)
     valid_fraction: float = 0.05
     test_fraction: float = 0.05  # of the clusters without an eval protein (those all go to test)
+    method: Literal["auto", "all_vs_all", "clustered"] = "auto"  # auto: clustered above `clustered_above` proteins
+    clustered_above: int = 100_000  # all-vs-all hits grow ~ n × 300: beyond this, cluster first (see data/split.py)
     sensitivity: float | None = None  # MMseqs2 -s (None: its default, 5.7)
     threads: int | None = None  # None: the CPUs this process may use
 

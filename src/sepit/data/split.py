@@ -17,6 +17,10 @@ Per threshold ``t`` (e.g. 0.3):
 Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over alignments
 covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
 Identity = identical positions / alignment length (MMseqs2 ``fident``).
+
+Large sets (:func:`clustered_split`, e.g. the 516k-protein 2014 Swiss-Prot set) skip the all-vs-all search, whose
+hits would not fit in memory: step 1 is ``mmseqs cluster`` itself (connected components, cascaded prefilter), then
+one search of the held-out proteins against all proteins feeds step 3 and the identities, streamed from disk.
 """
 
 from __future__ import annotations
@@ -55,6 +59,15 @@ class MMseqsTool:
         return mmseqs.search(query_fasta, target_fasta, min_qcov=min_qcov, sensitivity=self.sensitivity,
                              threads=self.threads, tmp_dir=self.tmp_dir)
 
+    def cluster(self, fasta: Path, identity: float, coverage: float) -> dict[str, str]:
+        """member → representative: connected components of pairs ≥ ``identity`` covering ≥ ``coverage`` of both."""
+        return mmseqs.cluster(fasta, identity, coverage=coverage, cov_mode=0, cluster_mode=1,
+                              sensitivity=self.sensitivity, threads=self.threads, tmp_dir=self.tmp_dir)
+
+    def search_to_file(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+        return mmseqs.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov, sensitivity=self.sensitivity,
+                                     threads=self.threads, tmp_dir=self.tmp_dir)
+
 
 @dataclass
 class SplitResult:
@@ -67,6 +80,7 @@ class SplitResult:
     cluster_of: dict[str, str]
     dropped: dict[str, str] = field(default_factory=dict)
     moved: int = 0  # held-out proteins moved to train because of a training homolog
+    method: str = "all_vs_all"  # or "clustered" (clustered_split)
 
     @property
     def n_clusters(self) -> int:
@@ -157,6 +171,35 @@ def _reverse(hits: Mapping[str, list[Hit]]) -> dict[str, list[Hit]]:
     return out
 
 
+def resolve_leaks(split: dict[str, str], cluster_of: Mapping[str, str], eval_ids: set[str] | frozenset[str],
+                  hits: Mapping[str, list[Hit]], identity: float,
+                  coverage: float) -> tuple[dict[str, str], dict[str, str], int]:
+    """Step 3 of the module docstring, in place on ``split``: → (split, dropped accession → reason, moved count).
+    ``hits`` must hold every held-out protein's hits above ``identity`` (others are ignored)."""
+    locked = frozenset(cluster_of[a] for a in eval_ids if a in cluster_of)
+    dropped: dict[str, str] = {}
+    moved = 0
+    for _ in range(MAX_ROUNDS):
+        leaks = find_leaks(split, hits, identity, coverage)
+        if not leaks:
+            break
+        moving = {cluster_of[a] for a in leaks if cluster_of[a] not in locked}
+        for acc in sorted(leaks):
+            if cluster_of[acc] in locked:
+                for t in leaks[acc]:
+                    if split.pop(t, None) is not None:
+                        dropped[t] = f"training homolog of an eval protein above {identity:g} identity"
+        for a, s in split.items():
+            if s != "train" and cluster_of[a] in moving:
+                split[a] = "train"
+                moved += 1
+    else:  # pathological: whoever still leaks is dropped
+        for acc in find_leaks(split, hits, identity, coverage):
+            split.pop(acc)
+            dropped[acc] = f"held-out protein with a training homolog above {identity:g} identity"
+    return split, dropped, moved
+
+
 def make_split(ids: Iterable[str], eval_ids: set[str] | frozenset[str], hits: Mapping[str, list[Hit]],
                identity: float, *, coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05,
                seed: int = 0) -> SplitResult:
@@ -171,33 +214,62 @@ def make_split(ids: Iterable[str], eval_ids: set[str] | frozenset[str], hits: Ma
     cluster_of = clusters_from_hits(ids, both, identity, coverage)
     split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
                             seed=seed)
-    locked = frozenset(cluster_of[a] for a in eval_ids if a in cluster_of)
-    dropped: dict[str, str] = {}
-    moved = 0
-    for _ in range(MAX_ROUNDS):
-        leaks = find_leaks(split, both, identity, coverage)
-        if not leaks:
-            break
-        moving = {cluster_of[a] for a in leaks if cluster_of[a] not in locked}
-        for acc in sorted(leaks):
-            if cluster_of[acc] in locked:
-                for t in leaks[acc]:
-                    if split.pop(t, None) is not None:
-                        dropped[t] = f"training homolog of an eval protein above {identity:g} identity"
-        for a, s in split.items():
-            if s != "train" and cluster_of[a] in moving:
-                split[a] = "train"
-                moved += 1
-    else:  # pathological: whoever still leaks is dropped
-        for acc in find_leaks(split, both, identity, coverage):
-            split.pop(acc)
-            dropped[acc] = f"held-out protein with a training homolog above {identity:g} identity"
+    split, dropped, moved = resolve_leaks(split, cluster_of, eval_ids, both, identity, coverage)
     max_id = {a: max((h.identity for h in both.get(a, ()) if h.qcov >= coverage and split.get(h.target) == "train"),
                      default=0.0) for a, s in split.items() if s != "train"}
     log.info("identity %.2f: %d clusters; %s; %d held-out proteins moved to train, %d training homologs of eval "
              "proteins dropped", identity, len(set(cluster_of.values())), split_counts(split), moved, len(dropped))
     return SplitResult(identity=identity, coverage=coverage, split=split, max_identity=max_id,
                        cluster_of=cluster_of, dropped=dropped, moved=moved)
+
+
+class LargeHomologyTool(Protocol):
+    """What :func:`clustered_split` needs (:class:`MMseqsTool` has it)."""
+
+    def cluster(self, fasta: Path, identity: float, coverage: float) -> dict[str, str]: ...
+
+    def search_to_file(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path: ...
+
+
+def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str], identity: float, *,
+                    coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
+                    tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None) -> SplitResult:
+    """Split ``sequences`` at one threshold without an all-vs-all search (see the module docstring): MMseqs2
+    clusters → :func:`assign_clusters` → one search of the held-out proteins against all → :func:`resolve_leaks`.
+    Memory stays at the proteins plus the hits above ``identity``; the search's hits stream from a temp file."""
+    tool = tool or MMseqsTool()
+    ids = sorted(sequences)
+    with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
+        fa = Path(tmp) / "all.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in ids), fa)
+        log.info("clustering %d proteins at %.2f identity, %.2f coverage (MMseqs2)", len(ids), identity, coverage)
+        reps = tool.cluster(fa, identity, coverage)
+        members: dict[str, list[str]] = {}
+        for a in ids:  # a protein the tool left out is a cluster of its own
+            members.setdefault(reps.get(a, a), []).append(a)
+        cluster_of = {a: min(group) for group in members.values() for a in group}  # smallest accession: stable
+        split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
+                                seed=seed)
+        held = [a for a in ids if split[a] != "train"]
+        log.info("identity %.2f: %d clusters; searching %d held-out proteins against all %d", identity,
+                 len(members), len(held), len(ids))
+        if held:
+            qa = Path(tmp) / "held.fasta"
+            mmseqs.write_fasta(((a, sequences[a]) for a in held), qa)
+            m8 = tool.search_to_file(qa, fa, Path(tmp) / "held_vs_all.m8", coverage)
+        strong: dict[str, list[Hit]] = {}
+        for h in (mmseqs.read_hits(m8) if held else ()):
+            if h.query != h.target and h.qcov >= coverage and h.identity > identity and h.target in cluster_of:
+                strong.setdefault(h.query, []).append(h)
+        split, dropped, moved = resolve_leaks(split, cluster_of, eval_ids, strong, identity, coverage)
+        max_id = {a: 0.0 for a, s in split.items() if s != "train"}
+        for h in (mmseqs.read_hits(m8) if held else ()):
+            if h.query in max_id and h.query != h.target and h.qcov >= coverage and split.get(h.target) == "train":
+                max_id[h.query] = max(max_id[h.query], h.identity)
+    log.info("identity %.2f: %s; %d held-out proteins moved to train, %d training homologs of eval proteins "
+             "dropped", identity, split_counts(split), moved, len(dropped))
+    return SplitResult(identity=identity, coverage=coverage, split=split, max_identity=max_id,
+                       cluster_of=cluster_of, dropped=dropped, moved=moved, method="clustered")
 
 
 def split_counts(split: Mapping[str, str]) -> dict[str, int]:

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,18 +131,18 @@ def cluster(fasta: str | Path, identity: float, *, coverage: float = 0.8, cov_mo
     return out
 
 
-def search(query_fasta: str | Path, target_fasta: str | Path, *, min_identity: float = 0.0, min_qcov: float = 0.0,
-           evalue: float = 1e-3, max_seqs: int = 300, sensitivity: float | None = None,
-           exhaustive: bool = False, threads: int | None = None,
-           tmp_dir: str | Path | None = None) -> dict[str, list[Hit]]:
-    """Search every query against the targets (``mmseqs easy-search``): query id → hits, best (highest bit score)
-    first. Queries without a hit are absent. ``min_identity``/``min_qcov``: report only alignments at least that
-    identical / covering at least that fraction of the query; ``exhaustive`` skips the prefilter (slow)."""
+def search_to_file(query_fasta: str | Path, target_fasta: str | Path, out: str | Path, *, min_identity: float = 0.0,
+                   min_qcov: float = 0.0, evalue: float = 1e-3, max_seqs: int = 300, sensitivity: float | None = None,
+                   exhaustive: bool = False, threads: int | None = None, tmp_dir: str | Path | None = None) -> Path:
+    """Search every query against the targets (``mmseqs easy-search``), writing the hits to ``out`` (tab-separated,
+    :data:`SEARCH_COLUMNS`; read them with :func:`read_hits`). For large searches whose hits should not all sit in
+    memory. Options as :func:`search`."""
     exe = mmseqs_binary()
     q = _check_fasta(query_fasta).resolve()
     t = _check_fasta(target_fasta).resolve()
+    out = Path(out).resolve()
     with tempfile.TemporaryDirectory(prefix="sepit-mmseqs-", dir=tmp_dir) as tmp:
-        cmd = [exe, "easy-search", str(q), str(t), f"{tmp}/hits.m8", f"{tmp}/work",
+        cmd = [exe, "easy-search", str(q), str(t), str(out), f"{tmp}/work",
                "--format-output", ",".join(SEARCH_COLUMNS), "-e", str(evalue), "--max-seqs", str(max_seqs),
                "--min-seq-id", str(min_identity), "--threads", str(threads or default_threads()), "-v", "1"]
         if sensitivity is not None:
@@ -152,14 +152,33 @@ def search(query_fasta: str | Path, target_fasta: str | Path, *, min_identity: f
         if exhaustive:
             cmd += ["--exhaustive-search", "1"]
         _run(cmd)
+    return out
+
+
+def read_hits(path: str | Path) -> Iterator[Hit]:
+    """The hits of a :func:`search_to_file` result, in file order (grouped by query)."""
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) < len(SEARCH_COLUMNS):
+                continue
+            yield Hit(p[0], p[1], float(p[2]), int(p[3]), float(p[4]), float(p[5]), float(p[6]), float(p[7]))
+
+
+def search(query_fasta: str | Path, target_fasta: str | Path, *, min_identity: float = 0.0, min_qcov: float = 0.0,
+           evalue: float = 1e-3, max_seqs: int = 300, sensitivity: float | None = None,
+           exhaustive: bool = False, threads: int | None = None,
+           tmp_dir: str | Path | None = None) -> dict[str, list[Hit]]:
+    """Search every query against the targets (``mmseqs easy-search``): query id → hits, best (highest bit score)
+    first. Queries without a hit are absent. ``min_identity``/``min_qcov``: report only alignments at least that
+    identical / covering at least that fraction of the query; ``exhaustive`` skips the prefilter (slow)."""
+    with tempfile.TemporaryDirectory(prefix="sepit-mmseqs-", dir=tmp_dir) as tmp:
+        out = search_to_file(query_fasta, target_fasta, f"{tmp}/hits.m8", min_identity=min_identity,
+                             min_qcov=min_qcov, evalue=evalue, max_seqs=max_seqs, sensitivity=sensitivity,
+                             exhaustive=exhaustive, threads=threads, tmp_dir=tmp)
         hits: dict[str, list[Hit]] = {}
-        with open(f"{tmp}/hits.m8", encoding="utf-8") as f:
-            for line in f:
-                p = line.rstrip("\n").split("\t")
-                if len(p) < len(SEARCH_COLUMNS):
-                    continue
-                h = Hit(p[0], p[1], float(p[2]), int(p[3]), float(p[4]), float(p[5]), float(p[6]), float(p[7]))
-                hits.setdefault(h.query, []).append(h)
+        for h in read_hits(out):
+            hits.setdefault(h.query, []).append(h)
     for lst in hits.values():
         lst.sort(key=lambda h: (-h.bits, -h.identity, h.target))
     return hits
