@@ -68,6 +68,13 @@ def main() -> int:
     hh, hrows = _rows(sp / "human_uniprot_orghs2022.tsv.xz")
     _write_xz(OUT / "human.tsv.xz", hh, [r for r in hrows if r.split("\t", 1)[0] in accs])
     print(f"proteins {len(keep)} ({len(with_structure)} with a structure), GO terms {len(go_ids)}")
+    # for the full 516k set (sepit data import-metastudent / build): every GO term and human row, and the marks
+    _write_xz(OUT / "go_terms_all.tsv.xz", gh, grows)
+    _write_xz(OUT / "human_all.tsv.xz", hh, hrows)
+    marks = [f"{f[ci['accession']]}\t{f[ci['split']]}\t{f[ci['has_structure']]}\n" for f in parsed
+             if f[ci["split"]] == "eval" or f[ci["has_structure"]] == "1"]
+    _write_xz(OUT / "sprot2014_marks.tsv.xz", "accession\tsplit\thas_structure\n", marks)
+    print(f"full-set tables: GO terms {len(grows)}, human rows {len(hrows)}, marks {len(marks)}")
 
     seqs = {parsed[i][ci["accession"]]: clean_sequence(parsed[i][ci["sequence"]]) or "" for i in with_structure}
     skips = SkipLog()

@@ -13,7 +13,8 @@ import shutil
 import pytest
 
 from sepit.cli import main
-from sepit.data.build import default_data_dir
+from sepit.data.build import default_config, default_data_dir
+from sepit.data.config import DataConfig
 from sepit.data.readers import SkipLog, read_proteins
 from sepit.data.readers.metastudent import convert_metastudent, parse_dump_line
 from sepit.errors import InputError
@@ -66,3 +67,17 @@ def test_missing_package_is_a_clear_error(tmp_path, capsys, monkeypatch) -> None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "blastdbcmd" in err[0]
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_default_marks_and_default_go_table(tmp_path) -> None:
+    with lzma.open(default_data_dir() / "sprot2014_marks.tsv.xz", "rt") as f:
+        marks = [ln.split("\t") for ln in f.read().splitlines()[1:]]
+    assert sum(m[1] == "eval" for m in marks) == 3269 and sum(m[2] == "1" for m in marks) == 447
+    acc = next(m[0] for m in marks if m[1] == "eval")
+    out = tmp_path / "t.tsv"
+    c = convert_metastudent(out, lines={"MFO": iter([f"{acc}|GO:0005524\tMKVLA\n"]), "BPO": iter([]), "CCO": iter([])})
+    assert c["eval"] == 1 and next(iter(read_proteins(out))).split_hint == "eval"
+    cfg = default_config(DataConfig(sources=[str(out)]))  # a 2014 table: GO names from the vendored full table
+    assert cfg.go_terms and cfg.go_terms.endswith("go_terms_all.tsv.xz") and cfg.human.endswith("human_all.tsv.xz")
+    (e,) = read_proteins(out, go_terms=cfg.go_terms)
+    assert e.go[0].name == "ATP binding"

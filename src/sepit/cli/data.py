@@ -44,12 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(g, "import-metastudent",
                     help="the full 2014 Swiss-Prot GO set (516,371 proteins) from Debian's metastudent-data → a table",
                     epilog="example (after `apt-get install metastudent-data ncbi-blast+`):\n"
-                           "  sepit data import-metastudent -o sprot2014_full.tsv.gz --eval-from sprot2014_go_50k.tsv.xz\n"
-                           "  sepit data build -o data/full --source sprot2014_full.tsv.gz --go-terms go_terms.tsv.xz")
+                           "  sepit data import-metastudent -o sprot2014_full.tsv.gz\n"
+                           "  sepit data build -o data/full --source sprot2014_full.tsv.gz")
     p.add_argument("-o", "--output", required=True, help="table to write (.tsv or .tsv.gz)")
     p.add_argument("--dir", default=None, metavar="DIR",
                    help="the package's dataset directory (default /usr/share/metastudent-data/dataset_201401)")
-    p.add_argument("--eval-from", metavar="TABLE", help="a 2014 table whose eval rows stay marked eval")
+    p.add_argument("--eval-from", metavar="TABLE",
+                   help="a table (accession, split) whose eval rows stay marked eval (default: the vendored marks of "
+                        "the 3,269 eval proteins of the shared 50k table)")
     p.set_defaults(func=_import_metastudent)
 
     p = add_command(g, "stats", help="counts per split/task/kind and a length histogram of a built dataset",

@@ -48,10 +48,15 @@ def default_data_dir() -> Path:
 
 
 def default_config(cfg: DataConfig | None = None) -> DataConfig:
-    """``cfg`` with the embedded default's inputs filled in (when it names no sources)."""
+    """``cfg`` with the embedded default's inputs filled in when it names no sources; with sources, the GO-term and
+    human tables default to the vendored full ones (GO names and definitions, human gene names/EC/Pfam by
+    accession: what the 2014 table needs)."""
     cfg = cfg or DataConfig()
     if cfg.sources:
-        return cfg
+        d = default_data_dir()
+        go = cfg.go_terms or (str(d / "go_terms_all.tsv.xz") if (d / "go_terms_all.tsv.xz").is_file() else None)
+        hum = cfg.human or (str(d / "human_all.tsv.xz") if (d / "human_all.tsv.xz").is_file() else None)
+        return replace(cfg, go_terms=go, human=hum)
     d = default_data_dir()
     if not (d / "proteins.tsv.xz").is_file():
         raise InputError(d, "the embedded default data is missing (reinstall sepit or pass --source)")

@@ -6,11 +6,13 @@ The package (``apt-get install metastudent-data``; 225 MB, GPL-2+/Artistic-2.0 p
 ``ACC|GO:a,GO:b<TAB>SEQUENCE``. :func:`convert_metastudent` merges the three dumps into the tab-separated table that
 :func:`~sepit.data.readers.sprot2014.read_sprot2014` reads (``sprot2014_go_50k.tsv.xz`` is a 50k subset of it)::
 
-    sepit data import-metastudent -o sprot2014_full.tsv.gz --eval-from sprot2014_go_50k.tsv.xz
-    sepit data build -o data/full --source sprot2014_full.tsv.gz --go-terms go_terms.tsv.xz
+    sepit data import-metastudent -o sprot2014_full.tsv.gz
+    sepit data build -o data/full --source sprot2014_full.tsv.gz    # GO names: the vendored full GO table
 
-``eval_from``: a 2014 table whose ``eval`` rows (and ``has_structure`` flags) are carried over, so the proteins
-reserved for evaluation stay out of training in the full set too.
+``eval_from``: a table with ``accession`` and ``split`` columns (and optionally ``has_structure``), e.g. a 2014 table,
+whose ``eval`` rows are carried over so that the proteins reserved for evaluation stay out of training in the full
+set too. Default: the vendored marks of the shared 50k table (``resources/default_data/sprot2014_marks.tsv.xz``:
+its 3,269 eval proteins and 447 with a structure).
 """
 
 from __future__ import annotations
@@ -80,16 +82,23 @@ def parse_dump_line(line: str) -> tuple[str, list[str], str] | None:
     return acc, ids, seq.strip()
 
 
+def default_marks() -> Path:
+    from sepit.paths import resources_dir
+
+    return resources_dir() / "default_data" / "sprot2014_marks.tsv.xz"
+
+
 def _eval_marks(path: str | Path, skips: SkipLog) -> dict[str, tuple[str, str]]:
-    """accession → (split, has_structure) of a 2014 table."""
-    return {r["accession"].strip(): (r["split"].strip(), r["has_structure"].strip())
-            for r in _rows(path, SPROT2014_COLUMNS, skips)}
+    """accession → (split, has_structure) of a table with ``accession`` and ``split`` columns."""
+    return {r["accession"].strip(): (r["split"].strip(), r.get("has_structure", "0").strip())
+            for r in _rows(path, ("accession", "split"), skips)}
 
 
-def convert_metastudent(out: str | Path, dataset_dir: str | Path = DEFAULT_DIR, *, eval_from: str | Path | None = None,
+def convert_metastudent(out: str | Path, dataset_dir: str | Path = DEFAULT_DIR, *,
+                        eval_from: str | Path | None = None,
                         skips: SkipLog | None = None, lines: dict[str, Iterator[str]] | None = None) -> dict[str, int]:
     """Write the merged 2014 table to ``out`` (gzip when it ends in ``.gz``; written atomically, rows sorted by
-    accession, so the file is the same on every run). Returns counts. ``lines`` (tests) replaces the blastdbcmd dumps:
+    accession, so the file is the same on every run). Returns counts. ``eval_from`` None: the vendored marks. ``lines`` (tests) replaces the blastdbcmd dumps:
     ontology (``MFO``/``BPO``/``CCO``) → its lines."""
     skips = skips if skips is not None else SkipLog()
     dataset_dir = Path(dataset_dir)
@@ -100,7 +109,8 @@ def convert_metastudent(out: str | Path, dataset_dir: str | Path = DEFAULT_DIR, 
         exe = blastdbcmd_binary()
         for ont, _ in ONTOLOGIES:
             check_database(dataset_dir / ont / "goasp.fasta")
-    marks = _eval_marks(eval_from, skips) if eval_from else {}
+    eval_from = eval_from or default_marks()
+    marks = _eval_marks(eval_from, skips)
     proteins: dict[str, _Protein] = {}
     bad: set[str] = set()
     counts = {"annotations": 0}
