@@ -58,8 +58,27 @@ def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[st
 
 
 
-def save_model(model, directory: str | Path) -> Path:
-    """Write ``model`` to ``directory`` (replaced atomically). Returns the directory."""
+def _untie(model, weights: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, torch.Tensor]:
+    """``weights`` with each tied parameter stored once under the name safetensors' ``save_model`` keeps (the first
+    in sorted order), the others recorded in ``metadata`` as it does; so both ways of saving write the same file."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    out = dict(weights)
+    for group in names.values():
+        present = sorted(n for n in group if n in out)
+        for name in present[1:]:
+            metadata.setdefault(name, present[0])
+            del out[name]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def save_model(model, directory: str | Path, weights: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` to ``directory`` (replaced atomically). Returns the directory.
+
+    ``weights``: the full state dict to write instead of ``model.state_dict()`` (an FSDP run gathers it, as the
+    model's own parameters are shards); the file is the same as for an unsharded model.
+    """
     from safetensors.torch import save_model as save_weights
 
     from sepit.model.params import parameter_counts
@@ -89,7 +108,13 @@ def save_model(model, directory: str | Path) -> Path:
         "parameters": parameter_counts(model),
     }
     with atomic_dir(directory) as tmp:
-        save_weights(model, str(tmp / WEIGHTS), metadata={"format": "pt", "sepit_format": FORMAT})
+        metadata = {"format": "pt", "sepit_format": FORMAT}
+        if weights is None:
+            save_weights(model, str(tmp / WEIGHTS), metadata=metadata)
+        else:
+            from safetensors.torch import save_file
+
+            save_file(_untie(model, weights, metadata), str(tmp / WEIGHTS), metadata=metadata)
         esm_conf.save_pretrained(tmp / "plm")
         model.processor.protein_tokenizer.save_pretrained(tmp / "plm")
         llm_conf.save_pretrained(tmp / "llm")

@@ -29,6 +29,20 @@ class DataSection:
 
 
 @dataclass
+class DistributedSection:
+    """How several processes (``torchrun`` / ``accelerate launch``) share a stage; one process ignores it.
+
+    ``strategy``: ``ddp`` keeps a whole model per process and averages gradients; ``fsdp`` shards weights,
+    gradients and optimizer state over the processes (torch FSDP2) for models that do not fit on one device;
+    ``auto`` is ddp. ``reshard_after_forward`` (fsdp): free each block's gathered weights after its forward and
+    gather them again for backward (less memory, more communication).
+    """
+
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    reshard_after_forward: bool = True
+
+
+@dataclass
 class TrainConfig:
     """One training stage. ``stage``: 0 warm-up (contrastive + denoise + MLM), 1 captions, 2 MoE QA."""
 
@@ -57,6 +71,7 @@ class TrainConfig:
     log_every: int = 10
     grad_checkpointing: bool = False
     length_grouping: bool = True
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2):

@@ -1,5 +1,6 @@
-"""Data-parallel plumbing for ``torchrun`` / ``accelerate launch`` (gloo on CPU, nccl on GPU): gradients are
-averaged over processes after each optimizer step's micro-batches, exactly as DDP averages them.
+"""Data-parallel plumbing for ``torchrun`` / ``accelerate launch`` (gloo on CPU, nccl on GPU). Under the ``ddp``
+strategy gradients are averaged over processes after each optimizer step's micro-batches, exactly as DDP averages
+them; the ``fsdp`` strategy shards the model instead (``sepit.train.fsdp``).
 
 One process (the usual case) needs none of this: ``world() == (0, 1)`` and every helper is a no-op.
 """
@@ -21,6 +22,14 @@ def init_distributed() -> tuple[int, int]:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return world_info()
+
+
+def resolve_strategy(requested: str, world: int) -> str:
+    """The strategy a run uses: ``single`` for one process (whatever was asked: nothing to share), else ``ddp``
+    (``auto``, ``ddp``) or ``fsdp``."""
+    if world == 1:
+        return "single"
+    return "fsdp" if requested == "fsdp" else "ddp"
 
 
 def world_info() -> tuple[int, int]:
@@ -82,3 +91,24 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         if size >= 25_000_000:
             flush()
     flush()
+
+
+def drop_zero_gradients(params: list[torch.Tensor]) -> None:
+    """Unset the gradients that are exactly zero over the whole global batch, so that the optimizer leaves those
+    parameters alone (no momentum step, no weight decay) whatever the strategy. Without this, "unused" would
+    depend on it: one process gives a parameter outside the graph no gradient, DDP and FSDP give it zeros (their
+    collectives must match across ranks), and an MoE expert reached only by padding tokens gets zeros in one
+    batch layout and none in another. Sharded (FSDP) gradients are checked on every shard."""
+    if not params:
+        return
+    from torch.distributed.tensor import DTensor
+
+    none = torch.zeros((), dtype=torch.bool, device=params[0].device)
+    nonzero = torch.stack([none if p.grad is None else
+                           (p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad).ne(0).any()
+                           for p in params]).to(torch.int32)
+    if any(isinstance(p, DTensor) for p in params) and world_info()[1] > 1:
+        dist.all_reduce(nonzero, op=dist.ReduceOp.MAX)  # each rank saw only its shards
+    for p, nz in zip(params, nonzero.tolist()):
+        if not nz:
+            p.grad = None

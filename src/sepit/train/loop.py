@@ -2,7 +2,8 @@
 
 A stage (``TrainConfig``) declares its data, the parameter groups that train and their learning rates, and its
 losses; this loop does the rest: trainable set (logged), AdamW, warm-up + cosine schedule, gradient accumulation,
-data parallelism under torchrun, NaN guard, metrics log, progress bar, atomic checkpoints and exact resume.
+data parallelism under torchrun (DDP arithmetic, or FSDP sharding: ``distributed.strategy``), NaN guard, metrics
+log, progress bar, atomic checkpoints (one format whatever the strategy) and exact resume.
 
     result = train(load_config("src/sepit/configs/train/stage1_tiny.yaml", TrainConfig), resume=True)
 """
@@ -14,6 +15,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,9 @@ from sepit._io import atomic_dir, atomic_write, write_json
 from sepit.config import to_dict
 from sepit.errors import CheckpointError, SepitError
 from sepit.log import get_logger, progress
+from sepit.model.checkpoint import save_model
 from sepit.train import distributed as dist
+from sepit.train import fsdp
 from sepit.train.batching import Item, epoch_batches, shard, steps_per_epoch
 from sepit.train.config import TrainConfig
 from sepit.train.schedule import lr_factor
@@ -100,13 +104,20 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return path if (path / "trainer_state.json").is_file() else None
 
 
-def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path | None:
+    """Write ``checkpoints/step-N`` on rank 0 and point ``latest`` at it; returns its path there (None elsewhere).
+    A sharded model is gathered first, which every rank takes part in."""
+    sharded = fsdp.is_sharded(model)
+    weights = fsdp.full_model_state(model) if sharded else None
+    opt_state = fsdp.full_optimizer_state(opt) if sharded else opt
+    if not dist.is_main():
+        return None
     ckpt_root = out_dir / "checkpoints"
     name = f"step-{step:07d}"
     try:
         with atomic_dir(ckpt_root / name) as tmp:
-            model.save_pretrained(tmp / "model")
-            save_trainer_state(tmp, opt, state)
+            save_model(model, tmp / "model", weights)
+            save_trainer_state(tmp, opt_state, state)
         with atomic_write(ckpt_root / "latest") as f:
             f.write(name + "\n")
     except OSError as e:
@@ -118,6 +129,20 @@ def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any]
     for p in old[:max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return ckpt_root / name
+
+
+def _load_weights(model: nn.Module, start: Path) -> None:
+    """Load a checkpoint's weights into the (unsharded) model; tied weights are stored under one name."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(start / "model" / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    sd = model.state_dict()
+    loaded_ptrs = {sd[k].data_ptr() for k in weights if k in sd}
+    missing = [m for m in missing if sd[m].data_ptr() not in loaded_ptrs]  # tied weights are stored once
+    if unexpected or missing:
+        raise CheckpointError(f"{start}: model weights do not match this run's model "
+                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
 # ---- precision ------------------------------------------------------------------------------------------------------
@@ -148,16 +173,20 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
     if items is None:
         items = runner.load_items()
     opt_groups = set_trainable(model, cfg.lr)
+    strategy = dist.resolve_strategy(cfg.distributed.strategy, world)
     global_batch = cfg.batch_size * cfg.grad_accum * world
     per_epoch = steps_per_epoch(len(items), global_batch)
     total_steps = cfg.max_steps or cfg.epochs * per_epoch
     plan = {"stage": cfg.stage, "items": len(items), "global_batch": global_batch, "steps_per_epoch": per_epoch,
-            "total_steps": total_steps, "world_size": world, "device": str(device),
+            "total_steps": total_steps, "world_size": world, "strategy": strategy, "device": str(device),
             "precision": str(autocast_dtype(cfg.precision, device) or torch.float32),
-            "tasks": runner.task_counts(items), "memory_estimate_gb": round(runner.memory_estimate_gb(), 2)}
+            "tasks": runner.task_counts(items),
+            "memory_estimate_gb": round(runner.memory_estimate_gb(shards=world if strategy == "fsdp" else 1), 2)}
     if dist.is_main():
         log.info(f"stage {cfg.stage}: {len(items)} items, {total_steps} steps of global batch {global_batch} "
-                 f"({world} process{'es' if world > 1 else ''}, {device}, {plan['precision']})")
+                 f"({world} process{'es' if world > 1 else ''}, strategy {strategy}, {device}, {plan['precision']})")
+        if strategy == "single" and cfg.distributed.strategy == "fsdp":
+            log.info("distributed.strategy=fsdp: one process has nothing to shard, so the model stays whole")
         log.info("trainable parameters:\n" + describe_trainable(model, opt_groups))
     if dry_run:
         plan["trainable"] = describe_trainable(model, opt_groups)
@@ -168,7 +197,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
     model.to(device)
     model.train()
     runner.prepare(items)
-    opt = make_optimizer(opt_groups, cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
     amp = autocast_dtype(cfg.precision, device)
 
@@ -178,23 +206,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         if start is None:
             log.info(f"--resume: no checkpoint in {out_dir}, starting from scratch")
         else:
-            from safetensors.torch import load_file
-
-            weights = load_file(str(start / "model" / "model.safetensors"))
-            missing, unexpected = model.load_state_dict(weights, strict=False)
-            sd = model.state_dict()
-            loaded_ptrs = {sd[k].data_ptr() for k in weights if k in sd}
-            missing = [m for m in missing if sd[m].data_ptr() not in loaded_ptrs]  # tied weights are stored once
-            if unexpected or missing:
-                raise CheckpointError(f"{start}: model weights do not match this run's model "
-                                      f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-            state = load_trainer_state(start, opt)
-            if state.get("config_hash") != _config_hash(cfg):
-                log.warning(f"resuming from {start} whose config differs from this run's")
-            step, losses = state["step"], state["losses"]
-            log.info(f"resumed from {start} at step {step}")
+            _load_weights(model, start)  # before sharding: each rank then keeps its shard of these weights
     elif latest_checkpoint(out_dir) is not None:
         raise SepitError(f"{out_dir} already has checkpoints: pass --resume to continue, or use another out_dir")
+    if strategy == "fsdp":
+        fsdp.shard_model(model, device, mp_dtype=amp, reshard_after_forward=cfg.distributed.reshard_after_forward,
+                         replicate_encoder=runner.use_cache)
+        opt_groups = set_trainable(model, cfg.lr)  # the same set, now the sharded parameters that replaced them
+    opt = make_optimizer(opt_groups, cfg.weight_decay)
+    load_optimizer = partial(fsdp.load_full_optimizer_state, opt) if strategy == "fsdp" else None
+    saved_step = None  # the step whose checkpoint holds the current weights, if any
+    if start is not None:
+        state = load_trainer_state(start, opt, load_optimizer)
+        if state.get("config_hash") != _config_hash(cfg):
+            log.warning(f"resuming from {start} whose config differs from this run's")
+        step, losses = state["step"], state["losses"]
+        saved_step = step
+        log.info(f"resumed from {start} at step {step}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_file = out_dir / "metrics.jsonl"
@@ -226,9 +254,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
             loss.backward()
             for name, v in parts.items():
                 logs[name] = logs.get(name, 0.0) + v
-        dist.average_gradients([p for g in opt.param_groups for p in g["params"]])
-        grad_norm = torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                                   cfg.max_grad_norm)
+        trainable = [p for g in opt.param_groups for p in g["params"]]
+        # DDP: average every gradient; FSDP reduce-scattered its shards in backward, only the few whole ones are left
+        dist.average_gradients(fsdp.unsharded(trainable) if strategy == "fsdp" else trainable)
+        dist.drop_zero_gradients(trainable)  # "unused" = zero gradient over the global batch, whatever the strategy
+        grad_norm = fsdp.scalar(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
@@ -237,7 +267,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         tokens_since += sum(int(b.get("num_tokens_processed", 0)) for b in collated)
         if dist.is_main():
             now = time.time()
-            rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm),
+            rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "grad_norm": grad_norm,
                    **{k: round(v, 6) for k, v in logs.items()}, "loss": loss_value,
                    "tokens_per_s": round(tokens_since * world / max(now - t_last, 1e-9), 1)}
             with open(metrics_file, "a") as f:
@@ -253,19 +283,21 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         bar.update(1)
         if step % cfg.save_every == 0 or step == total_steps:
             state = {"step": step, "losses": losses, "config_hash": _config_hash(cfg), "total_steps": total_steps}
-            if dist.is_main():
-                last_ckpt = _save_checkpoint(model, opt, out_dir, step, state, cfg.keep_checkpoints)
+            last_ckpt = _save_checkpoint(model, opt, out_dir, step, state, cfg.keep_checkpoints) or last_ckpt
+            saved_step = step
             dist.barrier()
     bar.close()
     final = out_dir / "final"
+    valid_loss = runner.validation_loss()  # on every rank: a sharded model's forward is collective
+    weights = fsdp.full_model_state(model) if fsdp.is_sharded(model) and saved_step != step else None
     if dist.is_main():
-        if last_ckpt is not None and last_ckpt.name == f"step-{step:07d}":
-            _link_tree(last_ckpt / "model", final)  # the last checkpoint already holds these weights
+        if saved_step == step:
+            _link_tree(out_dir / "checkpoints" / f"step-{step:07d}" / "model", final)  # already holds these weights
         else:
-            model.save_pretrained(final)
+            save_model(model, final, weights)
         summary = {"steps": step, "first_loss": losses[0] if losses else None,
                    "last_loss": losses[-1] if losses else None, "items": len(items),
-                   "valid_loss": runner.validation_loss(), "final": str(final)}
+                   "valid_loss": valid_loss, "final": str(final)}
         write_json(out_dir / "summary.json", summary)
         log.info(f"stage {cfg.stage} done: {step} steps, loss {summary['first_loss']} → {summary['last_loss']}; "
                  f"model in {final}")
@@ -294,7 +326,8 @@ def _config_hash(cfg: TrainConfig) -> str:
     import hashlib
 
     d = to_dict(cfg)
-    for k in ("max_steps", "save_every", "log_every", "keep_checkpoints"):
+    # "distributed": a run may resume under another strategy (the checkpoint format is the same)
+    for k in ("max_steps", "save_every", "log_every", "keep_checkpoints", "distributed"):
         d.pop(k, None)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

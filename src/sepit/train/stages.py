@@ -115,12 +115,14 @@ class StageRunner:
     def task_counts(self, items: list[Item]) -> dict[str, int]:
         return dict(sorted(Counter(i.task for i in items).items()))
 
-    def memory_estimate_gb(self) -> float:
-        """Weights (fp32) + grads and two AdamW moments for the trainable part; activations not included."""
+    def memory_estimate_gb(self, shards: int = 1) -> float:
+        """Per process: weights (fp32) + grads and two AdamW moments for the trainable part, split over ``shards``
+        FSDP processes (a frozen encoder that stage 2 caches stays whole on each); activations not included."""
         total = sum(p.numel() for p in self.model.parameters())
         trainable_groups = self.model.param_groups()
         trainable = sum(p.numel() for g in self.cfg.lr for _, p in trainable_groups.get(g, []))
-        return (total * 4 + trainable * 12) / 1e9
+        whole = sum(p.numel() for p in self.model.encoder.parameters()) if shards > 1 and self._caches_encoder() else 0
+        return ((total - whole) * 4 / shards + whole * 4 + trainable * 12 / shards) / 1e9
 
     # -- per stage ----------------------------------------------------------------------------------------------------
     def prepare(self, items: list[Item]) -> None:
@@ -128,9 +130,12 @@ class StageRunner:
             self.text_encoder = self.model.load_text_encoder().to(self.device).eval()
             for p in self.text_encoder.parameters():
                 p.requires_grad_(False)
-        self.use_cache = self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains()
+        self.use_cache = self._caches_encoder()
         if self.use_cache:
             log.info("stage 2: the frozen encoder's outputs are cached as proteins are first seen")
+
+    def _caches_encoder(self) -> bool:
+        return self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains()
 
     def _encoder_trains(self) -> bool:
         return any(g in self.cfg.lr for g in ("plm", "structure"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,10 @@ OPTIM_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
 
 
-def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``opt.state_dict()`` into tensors (``state.<param>.<key>``) and JSON-safe scalars/param groups."""
-    sd = opt.state_dict()
+def optimizer_to_flat(opt: torch.optim.Optimizer | dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split ``opt.state_dict()`` (or such a dict, e.g. gathered from FSDP shards) into tensors
+    (``state.<param>.<key>``) and JSON-safe scalars/param groups."""
+    sd = opt if isinstance(opt, dict) else opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, st in sd["state"].items():
@@ -38,15 +40,15 @@ def optimizer_to_flat(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Inverse of :func:`optimizer_to_flat`; loads into ``opt`` (tensors moved to each param's device)."""
+def optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_to_flat`: the ``opt.state_dict()``-shaped dict."""
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
         _, pid, k = key.split(".", 2)
         state.setdefault(int(pid), {})[k] = v
     for pid, st in meta.get("scalars", {}).items():
         state.setdefault(int(pid), {}).update(st)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -73,16 +75,19 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Non
         torch.cuda.set_rng_state_all(cuda)
 
 
-def save_trainer_state(path: Path, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Write optimizer tensors + RNG to safetensors and ``state`` (+ optimizer meta) to JSON inside ``path``."""
+def save_trainer_state(path: Path, opt: torch.optim.Optimizer | dict[str, Any], state: dict[str, Any]) -> None:
+    """Write optimizer tensors + RNG to safetensors and ``state`` (+ optimizer meta) to JSON inside ``path``.
+    ``opt``: the optimizer, or its full state dict (FSDP gathers one, see ``sepit.train.fsdp``)."""
     opt_t, opt_meta = optimizer_to_flat(opt)
     rng_t, rng_meta = rng_state()
     save_file({**opt_t, **rng_t}, str(path / OPTIM_FILE))
     (path / STATE_FILE).write_text(json.dumps({**state, "optimizer": opt_meta, "rng": rng_meta}, indent=1))
 
 
-def load_trainer_state(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore optimizer + RNG from ``path``; returns the JSON state (step, data position, scheduler ...)."""
+def load_trainer_state(path: Path, opt: torch.optim.Optimizer,
+                       load_optimizer: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Restore optimizer + RNG from ``path``; returns the JSON state (step, data position, scheduler ...).
+    ``load_optimizer(state_dict)`` replaces ``opt.load_state_dict`` (FSDP shards the full state while loading)."""
     try:
         tensors = load_file(str(path / OPTIM_FILE))
         state = json.loads((path / STATE_FILE).read_text())
@@ -91,8 +96,8 @@ def load_trainer_state(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]
     opt_t = {k: v for k, v in tensors.items() if k.startswith("state.")}
     rng_t = {k: v for k, v in tensors.items() if k.startswith("rng.")}
     try:
-        optimizer_from_flat(opt, opt_t, state["optimizer"])
-    except (ValueError, KeyError) as e:
+        (load_optimizer or opt.load_state_dict)(optimizer_from_flat(opt_t, state["optimizer"]))
+    except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: optimizer state does not match this run's trainable parameters ({e})") from None
     set_rng_state(rng_t, state["rng"])
     return state

@@ -1,0 +1,209 @@
+"""FSDP (``distributed.strategy=fsdp``) on CPU with two gloo processes and the tiny model: it computes what one
+process computes with the same global batch, writes the one-process checkpoint format (so each loads and resumes
+the other's), and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from test_train import cfg_for, make_items
+
+from sepit.model import build_model, load_model, tiny
+from sepit.train.config import DistributedSection, TrainConfig
+from sepit.train.loop import train
+from sepit.train.stages import StageRunner
+
+FSDP = DistributedSection(strategy="fsdp")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(fn, *args) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(fn, args=(_free_port(), *args), nprocs=2, join=True)
+
+
+def _join(rank: int, port: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+
+
+def _leave() -> None:
+    from sepit.train.distributed import cleanup
+
+    cleanup()
+
+
+def _dump(path: Path, losses: list[float]) -> None:
+    path.write_text(json.dumps(losses))
+
+
+def _with_validation(prepare):
+    def wrapped(self, items):
+        prepare(self, items)
+        self._valid = items[:5]  # what load_items takes from the eval split
+
+    return wrapped
+
+
+def _run_worker(rank: int, port: int, runs: list[tuple[int, str, dict]], validate: bool = False) -> None:
+    """Each rank trains ``runs`` (stage, out_dir, config overrides) in turn; rank 0 writes out_dir/losses.json."""
+    _join(rank, port)
+    if validate:
+        StageRunner.prepare = _with_validation(StageRunner.prepare)
+    for stage, out, kw in runs:
+        res = train(cfg_for(stage, out, **kw), items=make_items(), model=build_model(tiny()))
+        if rank == 0:
+            _dump(Path(out) / "losses.json", res.losses)
+    _leave()
+
+
+def _assert_same_model_file(a: Path, b: Path, atol: float) -> None:
+    """Same tensor names, shapes and file metadata (tied weights stored once, the same way), values within atol."""
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert sorted(wa) == sorted(wb)
+    with safe_open(str(a / "model.safetensors"), "pt") as fa, safe_open(str(b / "model.safetensors"), "pt") as fb:
+        assert fa.metadata() == fb.metadata()
+    for k in wa:
+        assert wa[k].shape == wb[k].shape and torch.allclose(wa[k], wb[k], atol=atol), k
+
+
+def _metric(run: Path, key: str) -> list[float]:
+    return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_fsdp_two_processes_match_one_process(tmp_path) -> None:
+    """Stage 1 (ESM layers and LLM blocks sharded, tied embeddings trained), 2 processes × 2 × accum 2 vs 1 × 4 × 2."""
+    two = tmp_path / "two"
+    kw = {"batch_size": 2, "grad_accum": 2, "max_steps": 3, "save_every": 2, "distributed": FSDP}
+    _spawn(_run_worker, [(1, str(two), kw)])
+    one = train(cfg_for(1, tmp_path / "one", batch_size=4, grad_accum=2, max_steps=3, save_every=2),
+                items=make_items(), model=build_model(tiny()))
+    assert json.loads((two / "losses.json").read_text()) == pytest.approx(one.losses, rel=1e-4)
+    assert _metric(two, "grad_norm") == pytest.approx(_metric(one.out_dir, "grad_norm"), rel=1e-4)  # before clipping
+    _assert_same_model_file(two / "final", one.final_dir, atol=1e-5)
+    loaded, ref = load_model(two / "final"), load_model(one.final_dir)  # an FSDP checkpoint loads in one process
+    for (n, p), (_, q) in zip(loaded.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-5), n
+    # the mid-run checkpoint (step 2) holds the one-process run's optimizer state, under the same keys
+    opt_two = load_file(str(two / "checkpoints" / "step-0000002" / "optimizer.safetensors"))
+    opt_one = load_file(str(tmp_path / "one" / "checkpoints" / "step-0000002" / "optimizer.safetensors"))
+    assert sorted(k for k in opt_two if k.startswith("state.")) == sorted(k for k in opt_one if k.startswith("state."))
+    for k in (k for k in opt_one if k.startswith("state.")):
+        assert torch.allclose(opt_two[k], opt_one[k], rtol=1e-3, atol=1e-6), k
+    meta = [json.loads((d / "checkpoints" / "step-0000002" / "trainer_state.json").read_text())["optimizer"]
+            for d in (two, tmp_path / "one")]
+    assert meta[0]["param_groups"] == meta[1]["param_groups"]
+
+
+def test_fsdp_matches_ddp(tmp_path) -> None:
+    """Stages whose result depends on how the batch is split, compared with DDP over the same two processes:
+    stage 0 runs outside ``forward`` (``stage0_losses``) and draws its masks from each rank's RNG; stage 2's
+    load-balancing loss is computed per rank, and it is an MoE (an expert one rank does not use still needs the
+    collective) whose frozen, cached encoder stays whole on each rank. The validation loss (a sharded forward on
+    every rank) is the same too."""
+    ddp = DistributedSection(strategy="ddp")
+    kw = {"batch_size": 2, "max_steps": 3, "save_every": 100}
+    runs = [(stage, str(tmp_path / f"{name}{stage}"), {**kw, "grad_accum": 1 + (stage == 2), "distributed": strategy})
+            for stage in (0, 2) for name, strategy in (("fsdp", FSDP), ("ddp", ddp))]
+    runs += [(1, str(tmp_path / f"{name}_bf16"), {**kw, "distributed": strategy, "precision": "bf16"})
+             for name, strategy in (("fsdp", FSDP), ("ddp", ddp))]
+    _spawn(_run_worker, runs, True)
+    for stage in (0, 2):
+        fsdp_run, ddp_run = tmp_path / f"fsdp{stage}", tmp_path / f"ddp{stage}"
+        losses = [json.loads((d / "losses.json").read_text()) for d in (fsdp_run, ddp_run)]
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+        assert _metric(fsdp_run, "grad_norm") == pytest.approx(_metric(ddp_run, "grad_norm"), rel=1e-5)
+        _assert_same_model_file(fsdp_run / "final", ddp_run / "final", atol=1e-6)
+        assert load_model(fsdp_run / "final").is_moe == (stage == 2)
+        valid = [json.loads((d / "summary.json").read_text())["valid_loss"] for d in (fsdp_run, ddp_run)]
+        assert valid[0] is not None and valid[0] == pytest.approx(valid[1], rel=1e-5)
+    # bf16: FSDP's blocks gather and compute in bf16 (MixedPrecisionPolicy), DDP autocasts fp32 weights; close
+    losses = [json.loads((tmp_path / f"{d}_bf16" / "losses.json").read_text()) for d in ("fsdp", "ddp")]
+    assert all(math.isfinite(v) for v in losses[0]) and losses[0] == pytest.approx(losses[1], rel=1e-2)
+
+
+def _interrupted(cfg: TrainConfig, items, at_step: int = 4) -> None:
+    """Train until killed during step ``at_step + 1`` (after the checkpoint of ``at_step``)."""
+    real = StageRunner.collate
+
+    def dying(self, batch_items, step):
+        if step == at_step:
+            raise KeyboardInterrupt
+        return real(self, batch_items, step)
+
+    StageRunner.collate = dying
+    try:
+        train(cfg, items=items, model=build_model(tiny()))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        StageRunner.collate = real
+
+
+def _resume_worker(rank: int, port: int, out: str) -> None:
+    _join(rank, port)
+    items, out = make_items(), Path(out)
+    kw = {"max_steps": 6, "batch_size": 2, "grad_accum": 1, "distributed": FSDP}
+    plan = train(cfg_for(1, out / "plan", **kw), items=items, model=build_model(tiny()), dry_run=True)
+    full = train(cfg_for(1, out / "full", **kw), items=items, model=build_model(tiny()))
+    _interrupted(cfg_for(1, out / "cut", **kw), items)
+    if rank == 0:  # a copy of the interrupted run, for one process to resume
+        shutil.copytree(out / "cut", out / "cut_for_one")
+    resumed = train(cfg_for(1, out / "cut", **kw), items=items, model=build_model(tiny()), resume=True)
+    from_one = train(cfg_for(1, out / "one_cut", **kw), items=items, model=build_model(tiny()), resume=True)
+    if rank == 0:
+        (out / "plan.json").write_text(json.dumps(plan))
+        for name, res in (("full", full), ("resumed", resumed), ("from_one", from_one)):
+            _dump(out / f"{name}.json", res.losses)
+    _leave()
+
+
+def test_fsdp_resume_is_exact_and_crosses_strategies(tmp_path) -> None:
+    """An interrupted FSDP run resumes as if uninterrupted; FSDP and one process (same global batch) resume each
+    other's checkpoints: same weights, optimizer state, step and data position."""
+    one_kw = {"max_steps": 6, "batch_size": 4, "grad_accum": 1}
+    _interrupted(cfg_for(1, tmp_path / "one_cut", **one_kw), make_items())
+    _spawn(_resume_worker, str(tmp_path))
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["strategy"] == "fsdp" and plan["world_size"] == 2 and plan["global_batch"] == 4
+    full = json.loads((tmp_path / "full.json").read_text())
+    assert json.loads((tmp_path / "resumed.json").read_text()) == pytest.approx(full, rel=1e-5, abs=1e-6)
+    from_one = json.loads((tmp_path / "from_one.json").read_text())  # one process's step-4 checkpoint under FSDP
+    assert from_one[:4] == pytest.approx(full[:4], rel=1e-4) and from_one[4:] == pytest.approx(full[4:], rel=1e-4)
+    single = train(cfg_for(1, tmp_path / "cut_for_one", **one_kw), items=make_items(), model=build_model(tiny()),
+                   resume=True)  # the FSDP checkpoint of step 4 resumed by one process
+    assert single.losses[:4] == full[:4]  # the losses recorded before the interruption
+    assert single.losses[4:] == pytest.approx(full[4:], rel=1e-4)
+
+
+def test_one_process_has_nothing_to_shard(tmp_path) -> None:
+    plan = train(cfg_for(1, tmp_path, distributed=FSDP), items=make_items(), model=build_model(tiny()), dry_run=True)
+    assert plan["strategy"] == "single" and plan["world_size"] == 1
+
+
+def test_strategy_is_typed() -> None:
+    from sepit.config import from_dict
+    from sepit.errors import ConfigError
+
+    base = {"stage": 1, "out_dir": "x", "lr": {"llm": 1e-3}}
+    assert from_dict(TrainConfig, dict(base, distributed={"strategy": "fsdp"})).distributed.strategy == "fsdp"
+    with pytest.raises(ConfigError, match="strategy"):
+        from_dict(TrainConfig, dict(base, distributed={"strategy": "zero3"}))
+    with pytest.raises(ConfigError, match="shard"):
+        from_dict(TrainConfig, dict(base, distributed={"shard": True}))
