@@ -207,3 +207,45 @@ def test_strategy_is_typed() -> None:
         from_dict(TrainConfig, dict(base, distributed={"strategy": "zero3"}))
     with pytest.raises(ConfigError, match="shard"):
         from_dict(TrainConfig, dict(base, distributed={"shard": True}))
+
+
+def _nan_worker(rank: int, port: int, out: str) -> None:
+    """Rank 1 alone sees a NaN loss from its third micro-batch (step 3); each rank records how it ended."""
+    from sepit.train.loop import TrainingError
+
+    _join(rank, port)
+    orig, calls = StageRunner.loss, {"n": 0}
+
+    def loss(self, model, batch, denom, n_micro):
+        value, parts = orig(self, model, batch, denom, n_micro)
+        calls["n"] += 1
+        return (value * float("nan") if rank == 1 and calls["n"] > 2 else value), parts
+
+    StageRunner.loss = loss
+    try:
+        train(cfg_for(1, out, batch_size=2, grad_accum=1, max_steps=5, save_every=1, distributed=FSDP),
+              items=make_items(), model=build_model(tiny()))
+        msg = "finished"
+    except TrainingError as e:
+        msg = str(e)
+    Path(out, f"rank{rank}.txt").write_text(msg)
+    _leave()
+
+
+def test_nan_on_one_process_stops_every_process(tmp_path) -> None:
+    """A NaN on one rank stops all ranks at the same step (none left waiting in a collective), naming the checkpoint."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(_nan_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("a process hung after another one saw a NaN loss")
+    for rank in (0, 1):
+        msg = (tmp_path / f"rank{rank}.txt").read_text()
+        assert "at step 3" in msg and "step-0000002" in msg, (rank, msg)

@@ -104,16 +104,16 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return path if (path / "trainer_state.json").is_file() else None
 
 
-def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path | None:
-    """Write ``checkpoints/step-N`` on rank 0 and point ``latest`` at it; returns its path there (None elsewhere).
+def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+    """Write ``checkpoints/step-N`` on rank 0 and point ``latest`` at it; returns its path (on every rank).
     A sharded model is gathered first, which every rank takes part in."""
     sharded = fsdp.is_sharded(model)
     weights = fsdp.full_model_state(model) if sharded else None
     opt_state = fsdp.full_optimizer_state(opt) if sharded else opt
-    if not dist.is_main():
-        return None
     ckpt_root = out_dir / "checkpoints"
     name = f"step-{step:07d}"
+    if not dist.is_main():
+        return ckpt_root / name  # rank 0 writes it (a barrier follows); every rank can name it in errors
     try:
         with atomic_dir(ckpt_root / name) as tmp:
             save_model(model, tmp / "model", weights)
@@ -248,9 +248,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
             b = model.to_device(b)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 loss, parts = runner.loss(model, b, denom, n_micro=len(collated))
-            if not torch.isfinite(loss):
-                raise TrainingError(f"stage {cfg.stage}: loss is {loss.item()} at step {step + 1}; stopped without "
-                                    f"applying it. Last good checkpoint: {last_ckpt or 'none'}")
+            if dist.any_rank(not bool(torch.isfinite(loss)), loss.device):  # every rank stops, none hangs
+                raise TrainingError(f"stage {cfg.stage}: loss is {loss.item()} at step {step + 1}"
+                                    f"{' on some process' if world > 1 else ''}; stopped without applying it. "
+                                    f"Last good checkpoint: {last_ckpt or 'none'}")
             loss.backward()
             for name, v in parts.items():
                 logs[name] = logs.get(name, 0.0) + v
@@ -283,7 +284,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         bar.update(1)
         if step % cfg.save_every == 0 or step == total_steps:
             state = {"step": step, "losses": losses, "config_hash": _config_hash(cfg), "total_steps": total_steps}
-            last_ckpt = _save_checkpoint(model, opt, out_dir, step, state, cfg.keep_checkpoints) or last_ckpt
+            last_ckpt = _save_checkpoint(model, opt, out_dir, step, state, cfg.keep_checkpoints)
             saved_step = step
             dist.barrier()
     bar.close()
