@@ -266,7 +266,7 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
     t0 = time.perf_counter()
     cfg = default_config(cfg)
     s = cfg.split
-    tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity)
+    tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity, max_hits=s.max_hits)
     ic = cfg.instructions
     templates = load_templates(ic.templates)
     tasks = tuple(ic.tasks) if ic.tasks else tuple(t for t in TASKS if t in templates.tasks)

@@ -24,6 +24,7 @@ class SplitConfig:
     method: Literal["auto", "all_vs_all", "clustered"] = "auto"  # auto: clustered above `clustered_above` proteins
     clustered_above: int = 100_000  # all-vs-all hits grow ~ n × 300: beyond this, cluster first (see data/split.py)
     sensitivity: float | None = None  # MMseqs2 -s (None: its default, 5.7)
+    max_hits: int = 300  # hits per query (MMseqs2 --max-seqs); the search's alignment time grows with it
     threads: int | None = None  # None: the CPUs this process may use
 
 
@@ -62,6 +63,8 @@ class DataConfig:
         ids = [self.split.identity, *self.split.extra_identities]
         if any(not 0.0 < t < 1.0 for t in ids):
             raise ValueError(f"identity thresholds must be fractions in (0, 1), got {ids}")
+        if self.split.max_hits < 1:
+            raise ValueError("split.max_hits must be ≥ 1")
         if self.shard_size < 1:
             raise ValueError("shard_size must be ≥ 1")
         if self.max_proteins is not None and self.max_proteins < 1:
