@@ -1,20 +1,31 @@
-"""Inference: answers/s for 32 real questions, sepit's batched generation with the KV cache vs one prompt at a time.
+"""Inference: answers/s for 32 real questions, sepit's batched generation vs one prompt at a time.
 
-    python -m benchmarks.bench_inference                  # default models, 32 questions, batches of 8
-    python -m benchmarks.bench_inference --batch-size 16
+    python -m benchmarks inference --threads 1            # via the runner (writes benchmarks/results/)
+    python -m benchmarks.bench_inference                  # default models, 32 questions, all in one batch
+    python -m benchmarks.bench_inference --batch-size 8
     python -m benchmarks.bench_inference --quick          # 8 questions
 
 The 32 questions are about 32 real Swiss-Prot proteins at the midpoints of length-quantile bins of the vendored 2014
 table (their structure when the vendored store has one), with a function / process / location / yes-no question
-each. sepit's way is its evaluation's (``sepit.eval.run.predict_with_model``): questions sorted by protein length,
-``model.chat`` on batches of ``batch_size`` (left-padded, greedy, KV cache). The reference answers one prompt at a
-time (``model.chat`` with one conversation: greedy with the KV cache too, as the research code's generate). The
-two alternate batch by batch over the same sorted batches; the answers are compared (greedy: they should agree).
+each, sorted by protein length as the evaluation does. Three approaches answer the same questions, alternating:
+
+- **one prompt at a time (fp32)**, the reference: the research code's way, per question the prompt embeddings
+  (``model.embed_inputs``) then transformers' ``generate(inputs_embeds=...)``, greedy with the KV cache;
+- **sepit batched fp32**: ``model.chat`` on batches of ``batch_size``: every prompt prefilled without padding,
+  the batch decoded together from one preallocated KV cache, finished answers dropped;
+- **sepit batched, auto precision**: the same on a copy of the model cast by ``model.to_precision("auto")``
+  (bf16 where the hardware runs it natively — CUDA with bf16, CPUs with AMX / AVX512-BF16 — else fp32): what
+  ``sepit.load()`` ships.
+
+The headline ratio is as shipped (auto precision) vs the reference; the same-precision (fp32) ratio is in the summary.
+Greedy answers are compared with the reference's (fp32 should agree exactly; bf16 rounds differently).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import os
 import statistics
 import time
 from typing import Any
@@ -33,6 +44,7 @@ TEMPLATES = (
     "<protein>\nWhere in the cell is this protein located?",
     "<protein>\nDoes this protein have {mf} activity? Answer yes or no.",
 )
+REFERENCE, FP32, AUTO = "one prompt at a time (fp32)", "sepit batched fp32", "sepit batched, auto precision"
 
 
 def questions(proteins: list[Any], structures: bool = False) -> list[tuple[list[dict[str, str]], list[Any]]]:
@@ -47,12 +59,44 @@ def questions(proteins: list[Any], structures: bool = False) -> list[tuple[list[
     return out
 
 
-def run(model: Any = None, *, quick: bool = False, n_questions: int | None = None, batch_size: int = 8,
+class _FirstToken:
+    """A transformers streamer that only notes when the first generated token arrives."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def put(self, value: Any) -> None:
+        if self.at is None and value.numel():  # the first put is the (empty) prompt when generating from embeddings
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        pass
+
+
+def reference_answer(model: Any, conv: list[dict[str, str]], prots: list[Any], max_new_tokens: int,
+                     streamer: Any = None) -> str:
+    """One prompt, the research code's way: prompt embeddings, then transformers' greedy ``generate`` (KV cache)."""
+    import torch
+    from transformers import GenerationConfig
+
+    with torch.no_grad():
+        batch = model.to_device(model.processor([conv], [prots], add_generation_prompt=True))
+        embeds = model.embed_inputs(batch)
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                               pad_token_id=model.processor.pad_token_id, eos_token_id=model._eos_ids())
+        out = model.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], generation_config=gen,
+                                 streamer=streamer)
+    return model.processor.llm_tokenizer.decode(out[0], skip_special_tokens=True)
+
+
+def run(model: Any = None, *, quick: bool = False, n_questions: int | None = None, batch_size: int = 32,
         max_new_tokens: int = 32, proteins: list[Any] | None = None, device: Any = None,
         structures: bool = False, warmup: bool = True) -> Result:
-    """Batched vs one-at-a-time answers over the same length-sorted batches → Result (ratio = answers/s batched ÷
-    answers/s one at a time)."""
+    """The reference and sepit's batched generation (fp32 and auto precision) over the same length-sorted questions
+    → Result (ratio = answers/s as shipped ÷ answers/s one prompt at a time)."""
     import torch
+
+    from sepit.model.fusion import inference_dtype
 
     device = pick_device(device)
     n_questions = n_questions or (8 if quick else 32)
@@ -62,85 +106,101 @@ def run(model: Any = None, *, quick: bool = False, n_questions: int | None = Non
         say("inference: loading the default model")
         model = build_model(default())
     model.to(device).eval()
+    auto_dtype = inference_dtype("auto", device)
+    shipped = copy.deepcopy(model).to_precision("auto").eval()
+    auto_name = f"{AUTO} ({str(auto_dtype).removeprefix('torch.').replace('bfloat16', 'bf16')} here)"
     max_len = model.config.max_residues
     table = proteins if proteins is not None else real_proteins()
     sample = [crop(p, max_len) for p in quantile_sample(table, n_questions, max_len=max_len)]
     qs = questions(sample, structures)  # sorted by protein length already (quantile_sample sorts), as the evaluation does
     chunks = [qs[s:s + batch_size] for s in range(0, len(qs), batch_size)]
-    answers: dict[str, dict[int, str]] = {"one": {}, "batch": {}}
-    prefill = {"one": 0.0, "batch": 0.0}  # seconds to the first generated token (prompt encoding + prefill)
+    answers: dict[str, dict[int, str]] = {REFERENCE: {}, FP32: {}, auto_name: {}}
+    prefill = dict.fromkeys(answers, 0.0)  # seconds to the first generated token (prompt encoding + prefill)
 
-    def chat(convs: list[Any], prots: list[Any], key: str, timed_round: bool) -> list[str]:
-        t0, first = time.perf_counter(), []
-
-        def on_step(_texts: list[str]) -> None:
-            if not first:
-                first.append(time.perf_counter())
-
-        out = model.chat(convs, prots, max_new_tokens=max_new_tokens, callback=on_step)
-        if timed_round and first:
-            prefill[key] += first[0] - t0
-        return out
-
-    @torch.no_grad()
     def one_at_a_time(r: int) -> int:
         chunk = chunks[r] if r >= 0 else chunks[0][:1]
         for k, (conv, prots) in enumerate(chunk):
-            a = chat([conv], [prots], "one", r >= 0)[0]
+            t0, first = time.perf_counter(), _FirstToken()
+            a = reference_answer(model, conv, prots, max_new_tokens, first)
             if r >= 0:
-                answers["one"][r * batch_size + k] = a
+                answers[REFERENCE][r * batch_size + k] = a
+                prefill[REFERENCE] += (first.at or time.perf_counter()) - t0
         return len(chunk)
 
-    @torch.no_grad()
-    def batched(r: int) -> int:
-        chunk = chunks[r] if r >= 0 else chunks[0][:2]
-        out = chat([c for c, _ in chunk], [p for _, p in chunk], "batch", r >= 0)
-        if r >= 0:
-            answers["batch"].update({r * batch_size + k: a for k, a in enumerate(out)})
-        return len(chunk)
+    def batched(m: Any, key: str):
+        def go(r: int) -> int:
+            chunk = chunks[r] if r >= 0 else chunks[0][:2]
+            t0, first = time.perf_counter(), []
+
+            def on_step(_texts: list[str]) -> None:
+                if not first:
+                    first.append(time.perf_counter())
+
+            with torch.no_grad():
+                out = m.chat([c for c, _ in chunk], [p for _, p in chunk], max_new_tokens=max_new_tokens,
+                             callback=on_step)
+            if r >= 0:
+                answers[key].update({r * batch_size + k: a for k, a in enumerate(out)})
+                prefill[key] += first[0] - t0
+            return len(chunk)
+        return go
 
     say(f"inference: {n_questions} questions in {len(chunks)} batch(es) of ≤{batch_size}, "
-        f"max_new_tokens={max_new_tokens}")
-    t = interleave({"one prompt at a time": one_at_a_time, f"sepit batched ({batch_size})": batched}, len(chunks),
-                   warmup=1 if warmup else 0, device=device, progress="inference")
-    one, bat = t["one prompt at a time"], t[f"sepit batched ({batch_size})"]
-    ratio = one.total / bat.total
-    per_chunk = [a / b for a, b in zip(one.seconds, bat.seconds)]
+        f"max_new_tokens={max_new_tokens}, auto precision = {auto_dtype}")
+    t = interleave({REFERENCE: one_at_a_time, FP32: batched(model, FP32), auto_name: batched(shipped, auto_name)},
+                   len(chunks), warmup=1 if warmup else 0, device=device, progress="inference")
+    ref = answers[REFERENCE]
+    same = {k: sum(ref[i] == a.get(i) for i in ref) for k, a in answers.items()}
+    differ = [i for i in ref if answers[auto_name].get(i) != ref[i]]
+    shared = [len(os.path.commonprefix([ref[i], answers[auto_name].get(i, "")])) / max(len(ref[i]), 1) for i in differ]
+    total = {k: tm.total for k, tm in t.items()}
+    decode = {k: total[k] - prefill[k] for k in t}
+    ratio = total[REFERENCE] / total[auto_name]
     tok = model.processor.llm_tokenizer
-    gen_tokens = sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers["one"].values())
-    same = sum(answers["one"][i] == answers["batch"].get(i) for i in answers["one"])
-    rows = [[n, n_questions / tm.total, tm.total, prefill[k], tm.total - prefill[k], tm.peak_mb]
-            for (n, tm), k in zip(t.items(), ("one", "batch"))]
+    gen_tokens = sum(len(tok(a, add_special_tokens=False)["input_ids"]) for a in ref.values())
+    rows = [[k, n_questions / total[k], total[k], prefill[k], decode[k], f"{same[k]}/{len(ref)}", tm.peak_mb]
+            for k, tm in t.items()]
+    per_chunk = [a / b for a, b in zip(t[REFERENCE].seconds, t[auto_name].seconds)]
     return Result(
         name="inference", title=f"3. Inference: answers/s for {n_questions} real questions",
-        columns=["approach", "answers/s", "total s", "to first token s", "decoding s", "peak mem +MiB"],
+        columns=["approach", "answers/s", "total s", "to first token s", "decoding s",
+                 "answers identical to the reference", "peak mem +MiB"],
         rows=rows, ratio=ratio, target=4.0 if str(device) == "cpu" else None,
-        summary={"per-batch ratios (short → long proteins)": ", ".join(f"{x:.2f}" for x in per_chunk),
-                 "median per-batch ratio": statistics.median(per_chunk),
-                 "identical answers batched vs one at a time": f"{same}/{len(answers['one'])}",
-                 "ratio to first token (prefill) / decoding": (f"{prefill['one'] / max(prefill['batch'], 1e-9):.2f} / "
-                                                                f"{(one.total - prefill['one']) / max(bat.total - prefill['batch'], 1e-9):.2f}"),
+        summary={"headline: as shipped (auto precision) vs one prompt at a time (fp32)": f"{ratio:.2f}×",
+                 "same precision: sepit batched fp32 vs one prompt at a time (fp32)":
+                     f"{total[REFERENCE] / total[FP32]:.2f}×",
+                 "identical answers batched vs one at a time": f"{same[FP32]}/{len(ref)}",
+                 "identical answers auto precision vs one at a time (fp32)": f"{same[auto_name]}/{len(ref)}"
+                 + (f" (the {len(differ)} others share their first {100 * statistics.mean(shared):.0f}% of "
+                    "characters with the reference's, on average)" if differ else ""),
+                 "to first token (prefill) / decoding ratio, fp32 batched":
+                     f"{prefill[REFERENCE] / max(prefill[FP32], 1e-9):.2f} / "
+                     f"{decode[REFERENCE] / max(decode[FP32], 1e-9):.2f}",
+                 "to first token (prefill) / decoding ratio, auto precision":
+                     f"{prefill[REFERENCE] / max(prefill[auto_name], 1e-9):.2f} / "
+                     f"{decode[REFERENCE] / max(decode[auto_name], 1e-9):.2f}",
+                 "per-batch ratios, as shipped (short → long proteins)": ", ".join(f"{x:.2f}" for x in per_chunk),
                  "answer tokens generated (one at a time)": gen_tokens,
                  "prompt tokens (proteins + text), mean": statistics.mean(
                      len(model.processor.encode_chat(c, p, add_generation_prompt=True).input_ids) for c, p in qs),
                  "sample mean length (table mean)": f"{mean_length(sample, max_len):.0f} "
                                                     f"({mean_length(table, max_len):.0f})"},
-        notes=[("ratio = total time one at a time ÷ total time batched (= answers/s batched ÷ one at a time); "
+        notes=[("ratio = total time one prompt at a time (fp32) ÷ total time as shipped (auto precision); "
                 "'to first token' = from the call to the first generated token (tokenising, protein encoder, "
-                "prompt prefill), the rest is decoding"),
+                "prompt prefill), the rest is decoding; the three approaches alternate batch by batch"),
                "prompts " + ("with the vendored Cα traces where a protein has one" if structures else
                              "sequence only (--structures adds the vendored Cα traces)"),
-               (f"device {device}, max_new_tokens {max_new_tokens}, greedy; model weights as built (untrained "
-                "projector: answer lengths are whatever greedy decoding gives)")],
+               (f"device {device}, batches of {batch_size}, max_new_tokens {max_new_tokens}, greedy; model weights "
+                "as built (untrained projector: answer lengths are whatever greedy decoding gives)")],
         params={"n_questions": n_questions, "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-                "device": str(device), "structures": structures})
+                "device": str(device), "structures": structures, "auto_dtype": str(auto_dtype)})
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--questions", type=int)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--structures", action="store_true", help="give the model the vendored Cα traces too")
     ap.add_argument("--device")

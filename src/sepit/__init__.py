@@ -9,8 +9,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load"]
 
 
-def load(path=None, *, device=None):  # lazy: torch and transformers are imported only when a model is loaded
+def load(path=None, *, device=None, precision="auto"):  # lazy: torch/transformers load only with a model
     """A trained model ready for questions (``sepit.load(DIR).ask(protein, question)``); see :func:`sepit.api.load`."""
     from sepit.api import load as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, precision=precision)

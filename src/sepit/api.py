@@ -2,6 +2,7 @@
 
     import sepit
     qa = sepit.load("runs/demo/model")           # or sepit.load() for the default model `sepit demo` registers
+    qa = sepit.api.load("runs/demo/model", precision="fp32")   # auto (default): bf16 where the hardware has it
     qa.ask("MKTAYIAKQRQISFVKSHFSRQ", "What is the function of this protein?")
     qa.ask("1abc.cif.gz", "Where is this protein located?", chain="B")     # a structure file: sequence + Cα coords
     for text in qa.ask(">sp|P69905\\nMVLSPADKTNVKAAW...", "What does it do?", stream=True):
@@ -451,14 +452,19 @@ def conversation(question: str, history: Sequence[dict[str, str]] = ()) -> list[
     return msgs
 
 
-def load(path: str | Path | None = None, *, device: str | None = None) -> ProteinQA:
+def load(path: str | Path | None = None, *, device: str | None = None, precision: str = "auto") -> ProteinQA:
     """Load a trained model directory (default: the model `sepit demo` registered) for asking questions, on
-    ``device`` (default: CUDA when available, else CPU)."""
+    ``device`` (default: CUDA when available, else CPU) in ``precision``: ``auto`` (bf16 where the hardware runs it
+    natively — CUDA with bf16, CPUs with AMX / AVX512-BF16 — else fp32), ``fp32`` or ``bf16``; never fp16.
+    A bad precision is a one-line ConfigError."""
+    from sepit.model.fusion import check_precision
+
+    check_precision(precision)
     d = resolve_model_dir(path)
     import torch
 
     from sepit.model import load_model
 
     model = load_model(d, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.eval()
+    model.to_precision(precision).eval()
     return ProteinQA(model, name=str(d))

@@ -7,10 +7,13 @@ import sys
 
 from sepit.cli import add_command
 
+PRECISIONS = ("auto", "fp32", "bf16")  # = sepit.model.fusion.PRECISIONS (not imported: --help stays torch-free)
+
 ASK_EPILOG = """example:
   sepit ask --model runs/demo/model --structure 1abc.cif.gz --chain A "What is the function of this protein?"
   sepit ask --sequence MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF "Is this protein an enzyme?" --yes-no
   sepit ask --fasta proteins.fasta --record P69905          # no question: an interactive chat (empty line ends)
+  sepit ask --sequence MVLSPADKTNVKAAW "What does it do?" --precision fp32   # default auto: bf16 where supported
 Without --model the trained default model registered by `sepit demo` is used."""
 
 ANNOTATE_EPILOG = """example:
@@ -23,6 +26,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="DIR", help="trained model directory (default: the one `sepit demo` "
                                                  "registered in $SEPIT_HOME/default_model)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="weights' precision: auto (default) = bf16 where the hardware runs it natively (CUDA with "
+                        "bf16, CPUs with AMX / AVX512-BF16), else fp32")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length cap (default 128)")
 
 
@@ -76,7 +82,7 @@ def _ask(args: argparse.Namespace) -> int:
     if args.chain and not args.structure:
         raise SystemExit("sepit ask: error: --chain goes with --structure")
     protein = _protein(args)
-    qa = load(args.model, device=args.device)
+    qa = load(args.model, device=args.device, precision=args.precision)
     if args.yes_no:
         if not args.question:
             raise SystemExit("sepit ask: error: --yes-no needs a question")
@@ -122,7 +128,7 @@ def _annotate(args: argparse.Namespace) -> int:
     from sepit.api import load
 
     questions = load_questions(args.questions)
-    qa = load(args.model, device=args.device)
+    qa = load(args.model, device=args.device, precision=args.precision)
     counts = annotate_files(qa, args.inputs, args.output, questions=questions, chain=args.chain,
                             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     print(f"{args.output}: {counts['written']} proteins annotated, {counts['skipped']} already done")

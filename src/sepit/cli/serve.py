@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 
 from sepit.cli import add_command
+from sepit.cli.ask import PRECISIONS
 
 EPILOG = """example:
   sepit serve --model runs/demo/model --host 127.0.0.1 --port 8000
@@ -22,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="weights' precision: auto (default) = bf16 where the hardware runs it natively (CUDA with "
+                        "bf16, CPUs with AMX / AVX512-BF16), else fp32")
     p.add_argument("--questions", metavar="YAML", help="annotation question set (default: the standard set)")
     lim = p.add_argument_group("limits (see /docs)")
     for f in fields(ServerLimits):
@@ -45,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SepitError(str(e)) from None
     questions = load_questions(args.questions)
-    qa = load(args.model, device=args.device)
+    qa = load(args.model, device=args.device, precision=args.precision)
     get_logger(__name__).info("serving %s on http://%s:%d/ (API docs at /docs)", qa.name, args.host, args.port)
     uvicorn.run(asgi_app(qa, limits, questions), host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=5)
