@@ -104,3 +104,62 @@ def test_checkpoint_and_nearest_homolog_with_mmseqs(tmp_path):
     assert homolog["stats"] == {"copied": 1, "inferred_from_open_answer": 2}
     assert homolog["overall"]["yesno_acc"] == 100.0
     assert res["meta"]["checkpoint"] == str(ckpt)
+
+
+# ---- precision ---------------------------------------------------------------------------------------------------
+
+EVAL_OVERRIDES = ["metrics.tokenizer=regex", "metrics.bertscore_model=", "metrics.meteor=false",
+                  "generation.max_new_tokens=3", "baselines.run=[prior]"]
+
+
+def test_cli_precision_bf16_runs_and_is_recorded(tmp_path, monkeypatch):
+    """`sepit eval --precision bf16` evaluates the tiny checkpoint with bf16 weights and says so in the report; a
+    rerun into the same folder at another precision is refused rather than mixed with the bf16 predictions."""
+    import torch
+
+    import sepit.eval.pipeline
+    from sepit.cli import main
+    from sepit.model import SepitModel, build_model, save_model, tiny
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    save_model(build_model(tiny()), ckpt)
+    monkeypatch.setattr(sepit.eval.pipeline, "open_dataset", lambda path: FakeDataset())
+    seen = []
+    real_chat = SepitModel.chat
+
+    def chat(self, *args, **kwargs):
+        seen.append(self.dtype)
+        return real_chat(self, *args, **kwargs)
+
+    monkeypatch.setattr(SepitModel, "chat", chat)
+    argv = ["eval", str(ckpt), str(_dataset_dir(tmp_path)), "-o", str(out), "--device", "cpu"]
+    assert main([*argv, "--precision", "bf16", *EVAL_OVERRIDES]) == 0
+    assert seen and set(seen) == {torch.bfloat16}
+    report = json.loads((out / "report.json").read_text())
+    assert report["meta"]["precision"] == "bf16" and report["meta"]["weights_dtype"] == "bfloat16"
+    assert list(report["systems"]) == ["model", "prior"]
+    md = (out / "report.md").read_text()
+    assert "- **precision**: bf16" in md and "- **weights_dtype**: bfloat16" in md
+    header = json.loads((out / "predictions" / "model.jsonl").read_text().splitlines()[0])["_header"]
+    assert header["dtype"] == "bfloat16"
+    cfg = from_dict(EvalConfig, {}, EVAL_OVERRIDES)
+    with pytest.raises(InputError, match="dtype differ"):  # fp32 (the default) would mix into bf16 predictions
+        evaluate_dataset(cfg, tmp_path / "ds", out, checkpoint=ckpt, dataset=FakeDataset())
+
+
+def test_bad_precision_is_a_one_line_error(tmp_path, capsys):
+    from sepit.cli import main
+    from sepit.cli.eval import PRECISIONS as CLI_PRECISIONS
+    from sepit.errors import ConfigError
+    from sepit.model.precision import PRECISIONS
+
+    assert sorted(CLI_PRECISIONS) == sorted(PRECISIONS) and CLI_PRECISIONS[0] == "fp32"
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "ckpt", "ds", "-o", str(tmp_path / "out"), "--precision", "fp16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("sepit eval: error: argument --precision: invalid choice: 'fp16'")
+    cfg = from_dict(EvalConfig, CFG)
+    # checked before the dataset is opened (this folder does not exist)
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, got 'half'") as e:
+        evaluate_dataset(cfg, tmp_path / "missing", tmp_path / "out", precision="half")
+    assert "\n" not in str(e.value)

@@ -144,11 +144,11 @@ def test_precision_names_are_validated() -> None:
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch) -> None:
-    from sepit.model import fusion
+    from sepit.model import precision
 
-    monkeypatch.setattr(fusion, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert inference_dtype("auto", "cpu") == torch.bfloat16
-    monkeypatch.setattr(fusion, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert inference_dtype("auto", "cpu") == torch.float32  # plain CPUs: emulated bf16 would be slower
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert inference_dtype("auto", "cuda") == torch.float32  # never fp16

@@ -7,7 +7,7 @@ import sys
 
 from sepit.cli import add_command
 
-PRECISIONS = ("auto", "fp32", "bf16")  # = sepit.model.fusion.PRECISIONS (not imported: --help stays torch-free)
+PRECISIONS = ("auto", "fp32", "bf16")  # = sepit.model.precision.PRECISIONS (not imported: --help stays torch-free)
 
 ASK_EPILOG = """example:
   sepit ask --model runs/demo/model --structure 1abc.cif.gz --chain A "What is the function of this protein?"

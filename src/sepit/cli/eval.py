@@ -8,10 +8,14 @@ from pathlib import Path
 from sepit.cli import add_command
 from sepit.errors import SepitError
 
+# = sepit.model.precision.PRECISIONS, fp32 first as eval's default (not imported: --help stays torch-free)
+PRECISIONS = ("fp32", "auto", "bf16")
+
 EPILOG = """examples:
   sepit eval runs/demo/stage2/final runs/demo/data -o runs/demo/eval
   sepit eval runs/demo/stage2/final runs/demo/data -o runs/eval2 --other dense=runs/demo/stage1/final limit=200
   sepit eval --baselines-only runs/demo/data -o runs/eval-baselines
+  sepit eval runs/demo/stage2/final runs/demo/data -o runs/eval-bf16 --precision auto   # faster on bf16 hardware
   sepit eval compare runs/demo/eval/report.json runs/eval2/report.json
 The report (report.json, report.md, PNG plots) compares the model, its sequence-only run, the nearest-homolog
 (MMseqs2 top hit) and prior baselines, per task type and per identity bin to the training set."""
@@ -28,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="another checkpoint evaluated on the same items (e.g. the dense or sequence-only ablation)")
     p.add_argument("--baselines-only", action="store_true", help="no model: only the baselines")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="the models' weights: fp32 (default, so reports stay comparable), auto = bf16 where the "
+                        "hardware runs it natively (else fp32), or bf16; recorded in the report")
     p.set_defaults(func=_run, _extra_dest='args')
 
 
@@ -71,7 +78,8 @@ def _run(args: argparse.Namespace) -> int:
     from sepit.eval.report import print_main_table
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results = evaluate_dataset(cfg, dataset, args.out, checkpoint=checkpoint, others=others, device=device)
+    results = evaluate_dataset(cfg, dataset, args.out, checkpoint=checkpoint, others=others, device=device,
+                               precision=args.precision)
     print_main_table(results)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

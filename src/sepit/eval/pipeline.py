@@ -6,6 +6,10 @@ baseline searches the test proteins against the training proteins with MMseqs2; 
 instruction templates, so the homolog's own annotations decide its answer.
 
     results = evaluate_dataset(EvalConfig(), "data/default", "runs/eval", checkpoint="runs/stage2/final")
+
+Models are evaluated in fp32 by default, so reported figures stay comparable across machines; ``precision="auto"``
+or ``"bf16"`` casts them after loading (faster on bf16 hardware; bf16 changes some greedy answers). The precision
+and the weights' dtype are recorded in the report's header.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sepit.eval.baselines import ClaimOf, Hit, claim_extractor, search_training_
 from sepit.eval.config import EvalConfig
 from sepit.eval.items import EvalItem, items_from_records, record_dict
 from sepit.eval.predictions import PredictionLog
-from sepit.eval.run import _slug, evaluate, predict_with_model, select_items
+from sepit.eval.run import _slug, evaluate, predict_with_model, prediction_fingerprint, select_items
 from sepit.log import get_logger
 
 log = get_logger(__name__)
@@ -80,9 +84,15 @@ def _with_identity(items: list[EvalItem], hits: Mapping[str, list[Hit]]) -> list
 
 def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Path, *,
                      checkpoint: str | Path | None = None, others: Mapping[str, str | Path] | None = None,
-                     device: str = "cpu", dataset: Any = None) -> dict[str, Any]:
+                     device: str = "cpu", dataset: Any = None, precision: str = "fp32") -> dict[str, Any]:
     """Evaluate ``checkpoint`` (optional), the baselines of ``cfg`` and any ``others`` (name → checkpoint, e.g. the
-    sequence-only or dense ablation) on the dataset's ``cfg.split``; writes the report into ``out_dir``."""
+    sequence-only or dense ablation) on the dataset's ``cfg.split``; writes the report into ``out_dir``.
+
+    Every model is cast with ``model.to_precision(precision)`` after loading: ``fp32`` (default), ``auto`` (bf16
+    where the hardware runs it natively) or ``bf16``; anything else is a one-line ConfigError."""
+    from sepit.model.precision import check_precision, inference_dtype
+
+    check_precision(precision)
     ds = dataset if dataset is not None else open_dataset(dataset_dir)
     rows = read_protein_rows(dataset_dir)
     test = list(ds.records(split=cfg.split, kinds=cfg.kinds, tasks=cfg.tasks or None))
@@ -110,25 +120,23 @@ def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Pa
         meta["sepit"] = __version__
     except ImportError:
         pass
+    if checkpoint or others:  # what the models ran in (``auto`` resolved for this device)
+        meta["precision"] = precision
+        meta["weights_dtype"] = str(inference_dtype(precision, device)).removeprefix("torch.")
+    from sepit.model import load_model
+
     out = Path(out_dir)
     extra = {}
     if others:
-        from sepit.model import load_model
-
         g = cfg.generation
         for name, path in others.items():
-            other = load_model(path, device=device)
-            fp = {"checkpoint": str(path), "dataset": str(dataset_dir), "split": cfg.split,
-                  "max_new_tokens": g.max_new_tokens, "use_structure": True, "yesno_likelihood": g.yesno_likelihood}
-            plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl", fp)
+            other = load_model(path, device=device).to_precision(precision)
+            plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl",
+                                 prediction_fingerprint(other, path, dataset_dir, cfg))
             extra[name] = predict_with_model(other, items, ds.protein, plog, max_new_tokens=g.max_new_tokens,
                                              batch_size=g.batch_size, yesno_likelihood=g.yesno_likelihood, desc=name)
             del other
-    model = None
-    if checkpoint:
-        from sepit.model import load_model
-
-        model = load_model(checkpoint, device=device)
+    model = load_model(checkpoint, device=device).to_precision(precision) if checkpoint else None
     # Report order: this checkpoint (with, then without structure), the other checkpoints, the baselines.
     return evaluate(cfg, items, out_dir=out, model=model, proteins=ds.protein, train_records=train, hits=hits,
                     claim_of=default_claim_extractor(), extra=extra, meta=meta)

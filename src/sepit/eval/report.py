@@ -295,7 +295,8 @@ def compare_reports(a: Mapping[str, Any] | str | Path, b: Mapping[str, Any] | st
     parts = [f"# Comparison: {na} → {nb}", ""]
     for tag, r in ((na, ra), (nb, rb)):
         m = r.get("meta", {})
-        desc = ", ".join(f"{k} {m[k]}" for k in ("checkpoint", "dataset", "split", "n_items") if k in m)
+        desc = ", ".join(f"{k} {m[k]}" for k in ("checkpoint", "dataset", "split", "precision", "n_items")
+                         if k in m)
         parts.append(f"- **{tag}**: {desc or '(no metadata)'}")
     parts += ["", markdown_table(["system", "metric", na, nb, f"{nb} − {na}"], rows), ""]
     task_rows = []

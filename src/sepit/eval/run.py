@@ -59,6 +59,20 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "system"
 
 
+def prediction_fingerprint(model: Any, checkpoint: Any, dataset: Any, cfg: EvalConfig, *,
+                           use_structure: bool = True) -> dict[str, Any]:
+    """The settings a prediction log is tied to (a rerun with other settings is refused, not mixed in).
+    The weights' dtype is part of it only when it is not float32, so logs written before precision was a choice
+    (all fp32) still resume."""
+    g = cfg.generation
+    fp = {"checkpoint": str(checkpoint), "dataset": str(dataset), "split": cfg.split,
+          "max_new_tokens": g.max_new_tokens, "use_structure": use_structure, "yesno_likelihood": g.yesno_likelihood}
+    dtype = str(getattr(model, "dtype", "torch.float32")).removeprefix("torch.")
+    if dtype != "float32":
+        fp["dtype"] = dtype
+    return fp
+
+
 def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinLookup, plog: PredictionLog, *,
                        max_new_tokens: int = 128, batch_size: int = 8, use_structure: bool = True,
                        yesno_likelihood: bool = True, desc: str = MODEL) -> dict[str, Prediction]:
@@ -154,9 +168,8 @@ def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path,
         if g.no_structure_ablation and any(it.has_structure for it in items):
             runs.append((MODEL_NO_STRUCTURE, False))
         for name, use_structure in runs:
-            fp = {"checkpoint": str(meta.get("checkpoint", "")), "dataset": str(meta.get("dataset", "")),
-                  "split": cfg.split, "max_new_tokens": g.max_new_tokens, "use_structure": use_structure,
-                  "yesno_likelihood": g.yesno_likelihood}
+            fp = prediction_fingerprint(model, meta.get("checkpoint", ""), meta.get("dataset", ""), cfg,
+                                        use_structure=use_structure)
             plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl", fp)
             if len(plog):
                 log.info("%s: %d predictions already done, resuming", name, len(plog))

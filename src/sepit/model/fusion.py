@@ -3,12 +3,12 @@
 The LLM is used only through public APIs: ``get_input_embeddings()``, ``get_decoder()`` (hidden states from
 ``inputs_embeds`` + ``attention_mask``), ``get_output_embeddings()`` (logits only where the loss needs them) and, for
 generation, its forward with a KV ``cache`` plus one attention function registered with transformers'
-``AttentionInterface`` (sdpa that skips left padding while decoding). Protein features are scattered into the
-``<protein>`` slots with ``masked_scatter`` after a hard count check.
+``AttentionInterface``. Protein features are scattered into the ``<protein>`` slots with ``masked_scatter`` after a
+hard count check.
 
-Generation (:meth:`SepitModel.generate`): every prompt is prefilled without padding, the per-prompt KV caches are
-gathered into one preallocated cache and the batch is decoded together; :meth:`SepitModel.to_precision` casts the
-weights for inference (bf16 where the hardware runs it natively, else fp32)."""
+Generation lives in :mod:`sepit.model.generation` (unpadded prefill, one gathered KV cache, decoding that skips the
+padding) and the inference dtype in :mod:`sepit.model.precision`; :meth:`SepitModel.generate`, :meth:`~SepitModel.chat`,
+:meth:`~SepitModel.yes_no_probability` and :meth:`~SepitModel.to_precision` are thin wrappers over them."""
 
 from __future__ import annotations
 
@@ -20,107 +20,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepit.errors import ConfigError, InputError
+from sepit.errors import InputError
+from sepit.model import generation
+from sepit.model import precision as _precision
 from sepit.model.config import ModelConfig
 from sepit.model.encoder import EncoderOutput, StructureAwareEsm
+from sepit.model.generation import PROTEIN_KEYS, RAGGED_ATTENTION, row_chunks
 from sepit.model.heads import Stage0Heads, masked_mean
 from sepit.model.moe import is_moe, moe_layers, upcycle_to_moe
+from sepit.model.precision import PRECISIONS, check_precision, cpu_has_native_bf16, inference_dtype
 from sepit.model.processor import IGNORE, SepitProcessor
 from sepit.model.projector import Projector, gather_residues
 
-PROTEIN_KEYS = ("protein_input_ids", "protein_attention_mask", "protein_residue_mask", "coords", "coord_mask")
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` itself when it is one of :data:`PRECISIONS`, else a one-line ConfigError."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 in hardware (AMX or AVX512-BF16). Elsewhere bf16 is emulated and slower
-    than fp32, so ``auto`` stays in fp32 there."""
-    for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        check = getattr(torch.cpu, name, None)
-        try:
-            if check is not None and check():
-                return True
-        except RuntimeError:  # a torch build without the CPU capability probe
-            pass
-    return False
-
-
-def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype:
-    """The weights' dtype for inference: ``auto`` is bf16 where the hardware runs it natively (CUDA with bf16, CPUs
-    with AMX / AVX512-BF16) and fp32 elsewhere; never fp16 (the training loop's rule, extended to bf16 CPUs)."""
-    check_precision(precision)
-    if precision != "auto":
-        return torch.bfloat16 if precision == "bf16" else torch.float32
-    device = torch.device(device)
-    if device.type == "cuda":
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch: no emulation flag
-            native = torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if native else torch.float32
-    if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return torch.float32
-
-
-def _length_groups(lengths: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-    """(length, row indices) for each distinct value of ``lengths`` (B,): rows that can run together unpadded."""
-    return [(int(n), (lengths == n).nonzero().squeeze(1)) for n in torch.unique(lengths).tolist()]
-
-
-# ---- decoding attention over a left-padded cache --------------------------------------------------------------------
-RAGGED_ATTENTION = "sepit_ragged_sdpa"
-
-
-def _ragged_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                 attention_mask: torch.Tensor | None, sepit_spans: list[tuple[int, int, int, int]] | None = None,
-                 **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' sdpa attention, except in a decoding step given ``sepit_spans``: rows [a, b) of the batch then
-    attend over cache slots [s, e) only, i.e. not over the left padding of longer prompts (the padding is masked
-    anyway; skipping it saves reading it). query (B, H, 1, D), key/value (B, H_kv, S, D), mask (B, 1, 1, S)."""
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
-    if sepit_spans is None or query.shape[2] != 1:
-        return sdpa(module, query, key, value, attention_mask, **kwargs)
-    outs = [sdpa(module, query[a:b], key[a:b, :, s:e], value[a:b, :, s:e], attention_mask[a:b, :, :, s:e],
-                 **kwargs)[0] for a, b, s, e in sepit_spans]
-    return torch.cat(outs), None
-
-
-def _register_ragged_attention() -> None:
-    """Register :func:`_ragged_sdpa` under :data:`RAGGED_ATTENTION` with transformers' public attention registry
-    (its masks are sdpa's, so a model switched to it runs exactly as with sdpa unless given spans)."""
-    from transformers import AttentionInterface, AttentionMaskInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-
-    AttentionInterface.register(RAGGED_ATTENTION, _ragged_sdpa)
-    AttentionMaskInterface.register(RAGGED_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
-
-
-def row_chunks(starts: Sequence[int], width: int, overhead: int = 256) -> list[tuple[int, int, int]]:
-    """Contiguous chunks (a, b, s) of rows whose first real cache slots ``starts`` are ascending, s = starts[a]:
-    each chunk attends over slots [s, width) in one call. Chosen to minimise the slots read plus ``overhead`` slots'
-    worth per call (dynamic programming over the cut points; O(B²), B = rows)."""
-    n = len(starts)
-    best, cut = [0] + [None] * n, [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j):
-            cost = best[i] + overhead + (j - i) * (width - starts[i])
-            if best[j] is None or cost < best[j]:
-                best[j], cut[j] = cost, i
-    chunks, j = [], n
-    while j:
-        chunks.append((cut[j], j, int(starts[cut[j]])))
-        j = cut[j]
-    return chunks[::-1]
+# Re-exported: these names were defined here before generation.py / precision.py held them.
+__all__ = ["PRECISIONS", "PROTEIN_KEYS", "RAGGED_ATTENTION", "SepitModel", "SepitOutput", "check_precision",
+           "cpu_has_native_bf16", "inference_dtype", "row_chunks"]
 
 
 @dataclass
@@ -232,14 +146,6 @@ class SepitModel(nn.Module):
         return SepitOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, num_tokens=n,
                            logits=logits if return_logits else None)
 
-    def _eos_ids(self) -> list[int]:
-        tok = self.processor.llm_tokenizer
-        ids = self.llm.generation_config.eos_token_id if self.llm.generation_config is not None else None
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if tok.eos_token_id is not None and tok.eos_token_id not in ids:
-            ids.append(tok.eos_token_id)
-        return ids
-
     # ---- inference ------------------------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
@@ -248,88 +154,14 @@ class SepitModel(nn.Module):
 
     def to_precision(self, precision: str = "auto") -> SepitModel:
         """Cast the weights for inference (``auto``: bf16 where the hardware runs it natively, else fp32; see
-        :func:`inference_dtype`); returns self. Buffers stay as they are: RoPE frequencies rounded to bf16 would
-        shift every position. Yes/no probabilities and token choice still use float32 logits."""
-        dtype = inference_dtype(precision, next(self.parameters()).device)
-        for p in self.parameters():
-            if p.is_floating_point() and p.dtype != dtype:
-                p.data = p.data.to(dtype)  # in place: tied weights (embeddings = LM head) stay one tensor
+        :func:`sepit.model.precision.inference_dtype`); returns self. Buffers stay as they are: RoPE frequencies
+        rounded to bf16 would shift every position. Yes/no probabilities and token choice still use float32
+        logits."""
+        _precision.cast_parameters(self, inference_dtype(precision, next(self.parameters()).device))
         return self
 
-    def _unpadded_features(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The batch with ``protein_features`` (N, D_plm) from encoding each protein without padding (proteins of
-        equal length together): padding costs compute, and a protein then gets the same features alone or batched.
-        Batches without proteins (or with features already) come back as they are."""
-        if batch.get("protein_features") is not None or batch.get("protein_input_ids") is None \
-                or batch["protein_input_ids"].shape[0] == 0:
-            return batch
-        per_protein: list[torch.Tensor | None] = [None] * batch["protein_input_ids"].shape[0]
-        for n, idx in _length_groups(batch["protein_attention_mask"].sum(dim=1)):  # right-padded: real tokens first
-            sub = {k: batch[k][idx, :n] for k in PROTEIN_KEYS if batch.get(k) is not None}
-            for i, f in zip(idx.tolist(), self.encoder_features(sub)):
-                per_protein[i] = f
-        return dict(batch, protein_features=torch.cat(per_protein))
-
-    def _prompt_groups(self, embeds: torch.Tensor, attention_mask: torch.Tensor):
-        """Yield (row indices, (G, n, D) unpadded embeddings) per group of prompts with the same length n."""
-        real = attention_mask.bool()
-        for n, idx in _length_groups(real.sum(dim=1)):
-            if n == 0:
-                raise InputError(None, "an empty prompt cannot be answered")
-            yield idx, embeds[idx][real[idx]].view(len(idx), n, embeds.shape[-1])
-
-    def _logits_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, D) hidden states → (B, V) float32 logits (the LM head in float32 whatever the weights' dtype)."""
-        head = self.llm.get_output_embeddings()
-        if head.weight.dtype == torch.float32:
-            return head(hidden)
-        bias = None if getattr(head, "bias", None) is None else head.bias.float()
-        return F.linear(hidden.float(), head.weight.float(), bias)
-
-    def _prefill(self, embeds: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor, max_new_tokens: int):
-        """Run every prompt without padding (prompts of equal length together), then gather their KV caches into
-        one cache for decoding the batch together: cache row k holds batch row ``order[k]``, left-padded to the
-        batch's width T.
-
-        embeds (B, T, D), attention_mask (B, T) left-padded → (last-token logits (B, V) float32 in cache row order,
-        cache). The cache is preallocated for T + ``max_new_tokens`` (a growing cache copies itself at every step),
-        except for sliding-window models, whose cache layers keep only the window.
-        """
-        from transformers import DynamicCache, StaticCache
-
-        b, t, _ = embeds.shape
-        slot = torch.empty_like(order)
-        slot[order] = torch.arange(b, device=order.device)  # cache row of each batch row
-        logits = torch.empty(b, self.llm.get_output_embeddings().weight.shape[0], device=embeds.device)
-        parts = []
-        for idx, e in self._prompt_groups(embeds, attention_mask):
-            out = self.llm(inputs_embeds=e, use_cache=True, logits_to_keep=1)
-            logits[slot[idx]] = out.logits[:, -1].float()
-            parts.append((slot[idx], e.shape[1], out.cache))
-        cache = StaticCache(config=self.llm.config, max_cache_len=t + max_new_tokens)
-        if any(cache.is_sliding):
-            window = int(self.llm.config.sliding_window)
-            if t >= window:  # its prefill cache would hold only the window: no left-padded batch cache to build
-                raise InputError(None, f"a prompt of {t} tokens is longer than this LLM's sliding window ({window})")
-            cache = DynamicCache(config=self.llm.config)
-        k0, v0 = parts[0][2].layers[0].keys, parts[0][2].layers[0].values
-        # One left-padded staging pair for all layers: the padding stays zero, every layer overwrites the rest
-        # (fresh memory is slow to touch; a pair per layer would cost more than the copies).
-        keys = k0.new_zeros(b, k0.shape[1], t, k0.shape[3])
-        values = v0.new_zeros(b, v0.shape[1], t, v0.shape[3])
-        for layer in range(len(parts[0][2].layers)):
-            for rows, n, part in parts:
-                keys[rows, :, t - n:] = part.layers[layer].keys
-                values[rows, :, t - n:] = part.layers[layer].values
-            cache.update(keys, values, layer)  # copies into the cache
-        return logits, cache
-
-    @staticmethod
-    def _next_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """(B, V) float32 logits → (B,) token ids: argmax at temperature 0, else a sample of softmax(logits / T)."""
-        if temperature <= 0:
-            return logits.argmax(dim=-1)
-        return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
+    def _eos_ids(self) -> list[int]:
+        return generation.eos_ids(self.llm, self.processor.llm_tokenizer)
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
@@ -341,73 +173,10 @@ class SepitModel(nn.Module):
         gets alone; then the batch is decoded together from one preallocated KV cache, each row attending over its
         own prompt only (not the padding), and finished answers leave the batch when that saves work.
         ``callback(texts_so_far)`` is called after every step (streaming). Returns the decoded answers.
+        See :func:`sepit.model.generation.generate`.
         """
-        limit = self.config.max_new_tokens_limit
-        if not 1 <= max_new_tokens <= limit:
-            raise InputError(None, f"max_new_tokens must be between 1 and {limit}, got {max_new_tokens}")
-        attn = batch["attention_mask"]
-        if attn.shape[1] and not bool(attn[:, -1].all()):
-            raise InputError(None, "generation needs left-padded prompts (collate with padding_side='left')")
-        if not 0.0 <= temperature <= 10.0:
-            raise InputError(None, f"temperature must be between 0 and 10, got {temperature}")
-        tok = self.processor.llm_tokenizer
-        embeds = self.embed_inputs(self._unpadded_features(batch))
-        self._set_token_mask(None)
-        b, t = attn.shape
-        lengths = attn.bool().sum(dim=1)
-        rows = torch.sort(lengths, descending=True, stable=True).indices  # batch row of each cache row: longest first
-        logits, cache = self._prefill(embeds, attn, rows, max_new_tokens)
-        static = not any(cache.is_sliding)  # preallocated: T + max_new_tokens slots, read through a 4D mask
-        # The 4D additive mask (rows, 1, 1, slots) reaches attention as it is: left padding and the slots not yet
-        # written are masked. Sliding-window caches get the 2D mask and transformers builds theirs.
-        bias = embeds.new_full((b, 1, 1, t + max_new_tokens), torch.finfo(embeds.dtype).min)
-        bias[:, 0, 0, :t].masked_fill_(attn.bool()[rows], 0.0)
-        mask = attn.bool()[rows]
-        positions = lengths[rows, None]  # (rows, 1): each prompt's own next position
-        starts = t - positions[:, 0]  # first real cache slot of each row, ascending
-        ragged = static and self.llm.config._attn_implementation == "sdpa"
-        chunks = row_chunks(starts.tolist(), t) if ragged else []
-        eos = torch.tensor(self._eos_ids(), device=embeds.device)
-        done = torch.zeros(b, dtype=torch.bool, device=embeds.device)  # per cache row: answered (EOS emitted)
-        answers: list[list[int]] = [[] for _ in range(b)]
-        embed = self.llm.get_input_embeddings()
-        if ragged:
-            _register_ragged_attention()
-            self.llm.set_attn_implementation(RAGGED_ATTENTION)
-        try:
-            for step in range(max_new_tokens):
-                nxt = self._next_tokens(logits, temperature)
-                for r, token, finished in zip(rows.tolist(), nxt.tolist(), done.tolist()):
-                    if not finished:
-                        answers[r].append(token)
-                done = done | torch.isin(nxt, eos)
-                if callback is not None:
-                    callback(tok.batch_decode(answers, skip_special_tokens=True))
-                left = max_new_tokens - step - 1
-                if left == 0 or bool(done.all()):
-                    break
-                # Dropping finished rows copies the cache once; keeping them costs their share of every later step.
-                if int(done.sum()) * left >= int((~done).sum()):
-                    keep = (~done).nonzero().squeeze(1)
-                    if static:
-                        cache.reorder_cache(keep)  # index_select along the batch: drops the finished rows
-                    else:
-                        cache.batch_select_indices(keep)
-                    rows, nxt, bias, mask, positions, starts, done = (
-                        x[keep] for x in (rows, nxt, bias, mask, positions, starts, done))
-                    chunks = row_chunks(starts.tolist(), t) if ragged else []
-                bias[:, 0, 0, t + step] = 0.0  # the slot this step writes
-                if not static:
-                    mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-                extra = {"sepit_spans": [(a, z, s, t + step + 1) for a, z, s in chunks]} if ragged else {}
-                out = self.llm(inputs_embeds=embed(nxt)[:, None], attention_mask=bias if static else mask,
-                               position_ids=positions, cache=cache, use_cache=True, **extra)
-                positions = positions + 1
-                logits = out.logits[:, -1].float()
-        finally:
-            if ragged:
-                self.llm.set_attn_implementation("sdpa")
-        return tok.batch_decode(answers, skip_special_tokens=True)
+        return generation.generate(self, batch, max_new_tokens=max_new_tokens, callback=callback,
+                                   temperature=temperature)
 
     @torch.no_grad()
     def chat(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
@@ -419,30 +188,14 @@ class SepitModel(nn.Module):
                              temperature=temperature)
 
     def _answer_token_ids(self, word: str) -> list[int]:
-        """First-token ids of ``word``, ``Word``, `` word``, `` Word`` (a first token that is only whitespace — a
-        byte-level tokenizer's lone space — says nothing about the answer and is left out)."""
-        tok = self.processor.llm_tokenizer
-        ids = set()
-        for variant in (word, word.capitalize(), " " + word, " " + word.capitalize()):
-            enc = tok(variant, add_special_tokens=False)["input_ids"]
-            if enc and tok.decode(enc[:1]).strip():
-                ids.add(enc[0])
-        return sorted(ids)
+        return generation.answer_token_ids(self.processor.llm_tokenizer, word)
 
     @torch.no_grad()
     def yes_no_probability(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (built with
         ``add_generation_prompt=True``; either padding side). Case and leading-space variants are summed; the
         softmax is in float32. Prompts run unpadded, like :meth:`generate`. → (B,) float32"""
-        embeds = self.embed_inputs(self._unpadded_features(batch))
-        self._set_token_mask(None)
-        last = embeds.new_empty(embeds.shape[0], embeds.shape[-1])
-        for idx, e in self._prompt_groups(embeds, batch["attention_mask"]):
-            last[idx] = self.llm.get_decoder()(inputs_embeds=e, use_cache=False).last_hidden_state[:, -1]
-        probs = torch.softmax(self._logits_fp32(last), dim=-1)
-        yes = probs[:, self._answer_token_ids("yes")].sum(-1)
-        no = probs[:, self._answer_token_ids("no")].sum(-1)
-        return yes / (yes + no).clamp_min(1e-30)
+        return generation.yes_no_probability(self, batch)
 
     # ---- stage 0 --------------------------------------------------------------------------------------------------
     def stage0_losses(self, batch: dict[str, torch.Tensor], text_encoder: nn.Module,
