@@ -144,49 +144,59 @@ class FakeClusterTool:
     """Stands in for MMseqs2 in :func:`clustered_split`: fixed clusters and hits, written as MMseqs2 would."""
 
     def __init__(self, clusters: dict[str, str], hits: list[Hit]) -> None:
-        self.clusters, self.hits, self.queries = clusters, hits, []
+        self.clusters, self.hits, self.calls = clusters, hits, []
 
     def cluster(self, fasta, identity, coverage):
         return dict(self.clusters)
 
     def search_to_file(self, query_fasta, target_fasta, out, min_qcov):
-        q = {ln[1:].strip() for ln in Path(query_fasta).read_text().splitlines() if ln.startswith(">")}
-        self.queries.append(q)
+        def ids(p):
+            return {ln[1:].strip() for ln in Path(p).read_text().splitlines() if ln.startswith(">")}
+
+        q, t = ids(query_fasta), ids(target_fasta)
+        self.calls.append((q, t))
         with open(out, "w") as f:
             for h in self.hits:
-                if h.query in q:
+                if h.query in q and h.target in t:
                     f.write("\t".join(map(str, (h.query, h.target, h.identity, h.aln_len, h.qcov, h.tcov, h.evalue,
                                                 h.bits))) + "\n")
         return out
 
 
-def test_clustered_split_searches_only_held_out_and_resolves_leaks() -> None:
+def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -> None:
     ids = [f"P{i:03d}" for i in range(200)] + ["E", "T"]
     seqs = {a: "MKV" for a in ids}
     clusters = {a: a for a in ids}
     clusters.update({"P011": "P010", "P012": "P010"})  # one cluster of three (the tool's representative: P010)
     hits = [hit("P000", "P001", 0.95, qcov=1.0, tcov=0.3), hit("P001", "P000", 0.95, qcov=0.3, tcov=1.0),
             hit("E", "T", 0.6, qcov=0.9, tcov=0.4), hit("P050", "P051", 0.25), hit("P051", "P050", 0.25)]
-    dropped_t = moved = 0
-    for seed in range(40):
+    # a chain of fragments: P100 ⊂ P101 ⊂ ... ⊂ P109; moving one to train can make the next one leak
+    hits += [hit(f"P{i}", f"P{i + 1}", 0.9, qcov=1.0, tcov=0.5) for i in range(100, 109)]
+    dropped_t = moved = rounds = 0
+    for seed in range(60):
         tool = FakeClusterTool(clusters, hits)
-        res = clustered_split(seqs, {"E"}, 0.3, valid_fraction=0.2, test_fraction=0.2, seed=seed, tool=tool)
+        res = clustered_split(seqs, {"E"}, 0.3, valid_fraction=0.3, test_fraction=0.3, seed=seed, tool=tool)
         assert res.method == "clustered"
+        initial = assign_clusters(res.cluster_of, {"E"}, valid_fraction=0.3, test_fraction=0.3, seed=seed)
+        first_q, first_t = tool.calls[0]
+        assert first_q == {a for a, s in initial.items() if s != "train"}  # held-out candidates ...
+        assert first_t == {a for a, s in initial.items() if s == "train"}  # ... against training proteins only
+        for q, t in tool.calls[1:]:  # later rounds: only the newly moved proteins as targets
+            assert t and not t & first_t and all(res.split.get(a) == "train" for a in t)
+        rounds = max(rounds, len(tool.calls))
         held = {a for a, s in res.split.items() if s != "train"}
-        initial = assign_clusters(res.cluster_of, {"E"}, valid_fraction=0.2, test_fraction=0.2, seed=seed)
-        candidates = {a for a, s in initial.items() if s != "train"}
-        assert tool.queries == [candidates] and held <= candidates  # one search, of the held-out candidates only
+        for h in hits:  # brute force: no held-out protein keeps a training homolog above the threshold
+            assert not (h.query in held and res.split.get(h.target) == "train" and h.identity > 0.3
+                        and h.qcov >= 0.8), (seed, h)
         assert res.split["E"] == "test" and res.split.get("T", "dropped") != "train"
         assert len({res.split[a] for a in ("P010", "P011", "P012")}) == 1  # clusters stay whole
         assert res.cluster_of["P011"] == "P010"
-        if res.split["P000"] != "train":
-            assert res.split["P001"] != "train"
         if res.split["P050"] != "train" and res.split["P051"] == "train":
             assert res.max_identity["P050"] == 0.25  # identity to train is recorded below the threshold too
         assert all(v <= 0.3 for v in res.max_identity.values())
         dropped_t += "T" in res.dropped
         moved += res.moved
-    assert dropped_t > 0 and moved > 0
+    assert dropped_t > 0 and moved > 0 and rounds >= 3  # both remedies and repeated rounds were exercised
 
 
 @pytest.mark.slow

@@ -20,7 +20,8 @@ Identity = identical positions / alignment length (MMseqs2 ``fident``).
 
 Large sets (:func:`clustered_split`, e.g. the 516k-protein 2014 Swiss-Prot set) skip the all-vs-all search, whose
 hits would not fit in memory: step 1 is ``mmseqs cluster`` itself (connected components, cascaded prefilter), then
-one search of the held-out proteins against all proteins feeds step 3 and the identities, streamed from disk.
+searches of the held-out proteins against the training proteins (first all of them, then each round's newly moved
+clusters) feed step 3 and the identities, streamed from disk.
 """
 
 from __future__ import annotations
@@ -236,8 +237,9 @@ def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset
                     coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
                     tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None) -> SplitResult:
     """Split ``sequences`` at one threshold without an all-vs-all search (see the module docstring): MMseqs2
-    clusters → :func:`assign_clusters` → one search of the held-out proteins against all → :func:`resolve_leaks`.
-    Memory stays at the proteins plus the hits above ``identity``; the search's hits stream from a temp file."""
+    clusters → :func:`assign_clusters` → held-out proteins searched against training proteins →
+    :func:`resolve_leaks`, again against the clusters each round moves to train, until nothing leaks. Memory stays at
+    the proteins plus the hits above ``identity``; the searches' hits stream from temp files."""
     tool = tool or MMseqsTool()
     ids = sorted(sequences)
     with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
@@ -251,22 +253,41 @@ def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset
         cluster_of = {a: min(group) for group in members.values() for a in group}  # smallest accession: stable
         split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
                                 seed=seed)
-        held = [a for a in ids if split[a] != "train"]
-        log.info("identity %.2f: %d clusters; searching %d held-out proteins against all %d", identity,
-                 len(members), len(held), len(ids))
-        if held:
-            qa = Path(tmp) / "held.fasta"
-            mmseqs.write_fasta(((a, sequences[a]) for a in held), qa)
-            m8 = tool.search_to_file(qa, fa, Path(tmp) / "held_vs_all.m8", coverage)
+        # Held-out proteins are searched against training proteins only, so that a large held-out cluster cannot
+        # fill a query's hit list with its own members and hide a training homolog. Clusters moved to train by a
+        # round's leaks are searched against the remaining held-out proteins in the next round.
+        queries = [a for a in ids if split[a] != "train"]
+        targets = [a for a in ids if split[a] == "train"]
+        log.info("identity %.2f: %d clusters; searching %d held-out proteins against %d training proteins",
+                 identity, len(members), len(queries), len(targets))
         strong: dict[str, list[Hit]] = {}
-        for h in (mmseqs.read_hits(m8) if held else ()):
-            if h.query != h.target and h.qcov >= coverage and h.identity > identity and h.target in cluster_of:
-                strong.setdefault(h.query, []).append(h)
-        split, dropped, moved = resolve_leaks(split, cluster_of, eval_ids, strong, identity, coverage)
+        files: list[Path] = []
+        dropped: dict[str, str] = {}
+        moved = 0
+        while queries and targets:
+            n = len(files)
+            qa, ta = Path(tmp) / f"held{n}.fasta", Path(tmp) / f"train{n}.fasta"
+            mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
+            mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
+            files.append(tool.search_to_file(qa, ta, Path(tmp) / f"round{n}.m8", coverage))
+            for h in mmseqs.read_hits(files[-1]):
+                if h.query != h.target and h.qcov >= coverage and h.identity > identity:
+                    strong.setdefault(h.query, []).append(h)
+            before = dict(split)
+            split, more_dropped, more_moved = resolve_leaks(split, cluster_of, eval_ids, strong, identity, coverage)
+            dropped.update(more_dropped)
+            moved += more_moved
+            targets = [a for a in ids if split.get(a) == "train" and before[a] != "train"]
+            queries = [a for a in ids if split.get(a, "train") != "train"]
+            if targets:
+                log.info("identity %.2f: %d clusters moved to train; searching the %d held-out proteins against "
+                         "their %d proteins", identity, len({cluster_of[a] for a in targets}), len(queries),
+                         len(targets))
         max_id = {a: 0.0 for a, s in split.items() if s != "train"}
-        for h in (mmseqs.read_hits(m8) if held else ()):
-            if h.query in max_id and h.query != h.target and h.qcov >= coverage and split.get(h.target) == "train":
-                max_id[h.query] = max(max_id[h.query], h.identity)
+        for f in files:
+            for h in mmseqs.read_hits(f):
+                if h.query in max_id and h.qcov >= coverage and split.get(h.target) == "train":
+                    max_id[h.query] = max(max_id[h.query], h.identity)
     log.info("identity %.2f: %s; %d held-out proteins moved to train, %d training homologs of eval proteins "
              "dropped", identity, split_counts(split), moved, len(dropped))
     return SplitResult(identity=identity, coverage=coverage, split=split, max_identity=max_id,
