@@ -40,7 +40,7 @@ print("RESULT " + json.dumps({"seconds": time.perf_counter() - t0, "counts": c,
 """
 
 CHILD = r"""
-import json, resource, sys, time
+import json, os, resource, sys, threading, time
 from sepit.data.build import build_dataset
 from sepit.data.config import DataConfig, SplitConfig
 from sepit.log import setup_logging
@@ -48,9 +48,24 @@ setup_logging()
 spec = json.loads(sys.argv[1])
 split = SplitConfig(threads=spec.pop("threads"), **spec.pop("split"))
 timings = {}
+peak = {"mmseqs": 0.0}
+def sample():  # MMseqs2's own RSS, summed over its processes (getrusage's children figure counts forked Python pages)
+    while True:
+        total = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if st.startswith("Name:\tmmseqs"):
+                total += int(next((ln.split()[1] for ln in st.splitlines() if ln.startswith("VmRSS:")), 0))
+        peak["mmseqs"] = max(peak["mmseqs"], total / 1024)
+        time.sleep(0.5)
+threading.Thread(target=sample, daemon=True).start()
 m = build_dataset(DataConfig(split=split, **spec["cfg"]), spec["out"], timings=timings)
 self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-child_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+child_rss = peak["mmseqs"]
 print("RESULT " + json.dumps({"timings": timings, "counts": m["counts"], "splits": m["splits"],
                               "skipped": m["skipped"], "rss_mb": self_rss, "mmseqs_rss_mb": child_rss}))
 """
