@@ -96,13 +96,18 @@ def _need_mmseqs() -> None:
         pytest.fail("mmseqs is not installed: apt-get install mmseqs2 (scripts/setup.sh does it)")
 
 
-@pytest.mark.slow
-def test_real_mmseqs_split_has_no_test_protein_above_threshold_against_train(tmp_path) -> None:
+def _real_split_inputs(n: int) -> tuple[dict[str, str], set[str]]:
+    """Sequences and eval accessions of the first ``n`` embedded proteins (MMseqs2 must be installed)."""
     _need_mmseqs()
-    entries = _real_proteins(700)
-    seqs = {e.accession: e.sequence for e in entries}
+    entries = _real_proteins(n)
     eval_ids = {e.accession for e in entries if e.split_hint == "eval"}
     assert eval_ids, "the subset should hold eval proteins"
+    return {e.accession: e.sequence for e in entries}, eval_ids
+
+
+@pytest.mark.slow
+def test_real_mmseqs_split_has_no_test_protein_above_threshold_against_train(tmp_path) -> None:
+    seqs, eval_ids = _real_split_inputs(700)
     hits = all_vs_all(seqs, 0.8)
     for identity in (0.3, 0.5):
         res = make_split(seqs, eval_ids, hits, identity, valid_fraction=0.1, test_fraction=0.1, seed=0)
@@ -206,9 +211,6 @@ def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -
 
 @pytest.mark.slow
 def test_real_mmseqs_clustered_split_has_no_test_protein_above_threshold(tmp_path) -> None:
-    _need_mmseqs()
-    entries = _real_proteins(700)
-    seqs = {e.accession: e.sequence for e in entries}
-    eval_ids = {e.accession for e in entries if e.split_hint == "eval"}
+    seqs, eval_ids = _real_split_inputs(700)
     res = clustered_split(seqs, eval_ids, 0.3, valid_fraction=0.1, test_fraction=0.1, seed=0)
     _check_split_independently(tmp_path / "clustered", seqs, eval_ids, res)

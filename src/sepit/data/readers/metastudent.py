@@ -66,7 +66,8 @@ def dump_ontology(db: Path, exe: str | None = None) -> Iterator[str]:
         yield from p.stdout
         err = p.stderr.read() if p.stderr else ""
     if p.returncode != 0:
-        raise InputError(db, f"blastdbcmd failed (exit {p.returncode}): {err.strip().splitlines()[-1:] or ''}")
+        last = err.strip().splitlines()[-1] if err.strip() else "no message"
+        raise InputError(db, f"blastdbcmd failed (exit {p.returncode}): {last}")
 
 
 def parse_dump_line(line: str) -> tuple[str, list[str], str] | None:
