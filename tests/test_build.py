@@ -24,7 +24,7 @@ from sepit.data.build import build_dataset, default_data_dir
 from sepit.data.config import DataConfig, SplitConfig
 from sepit.data.dataset import InstructionDataset
 from sepit.errors import InputError
-from sepit.tools.mmseqs import Hit
+from sepit.tools.mmseqs import Hit, write_hits
 
 
 class KmerSearch:
@@ -44,6 +44,10 @@ class KmerSearch:
                 j = len(ka & kb) / max(1, len(ka | kb))
                 if j > 0.2:
                     out.setdefault(a, []).append(Hit(a, b, j, len(s), 1.0, 1.0, 1e-10, 100 * j))
+        return out
+
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+        write_hits(out, (h for lst in self.search(query_fasta, target_fasta, min_qcov).values() for h in lst))
         return out
 
 

@@ -15,12 +15,15 @@ import pytest
 from sepit.data.build import default_data_dir
 from sepit.data.readers import read_proteins
 from sepit.data.split import (
+    MMseqsTool,
+    SplitResult,
     all_vs_all,
     assign_clusters,
     clustered_split,
     clusters_from_hits,
     find_leaks,
     make_split,
+    search_leaks,
 )
 from sepit.tools import ToolError, mmseqs
 from sepit.tools.mmseqs import Hit
@@ -109,9 +112,57 @@ def _real_split_inputs(n: int) -> tuple[dict[str, str], set[str]]:
 def test_real_mmseqs_split_has_no_test_protein_above_threshold_against_train(tmp_path) -> None:
     seqs, eval_ids = _real_split_inputs(700)
     hits = all_vs_all(seqs, 0.8)
-    for identity in (0.3, 0.5):
+    for identity in (0.3, 0.5):  # as the builder does: clusters from all-vs-all hits, then the leak search
         res = make_split(seqs, eval_ids, hits, identity, valid_fraction=0.1, test_fraction=0.1, seed=0)
+        res = search_leaks(res, seqs, eval_ids, MMseqsTool(), hits=hits)
         _check_split_independently(tmp_path / f"t{identity}", seqs, eval_ids, res)
+
+
+@pytest.mark.slow
+def test_real_mmseqs_search_keeps_a_hit_covering_the_query_through_an_insertion(tmp_path) -> None:
+    """P34313 (147 aa) aligns over 97% of its length to the shorter Q6PGH1 (103 aa): MMseqs2's own ``-c 0.8
+    --cov-mode 2`` loses this hit (it skips targets shorter than 0.8 × the query); sepit's coverage filter keeps it."""
+    _need_mmseqs()
+    pair = Path(__file__).parent / "data" / "uniprot" / "insertion_pair.fasta"
+    seqs = dict(zip(*[iter(w.lstrip(">") for w in pair.read_text().split())] * 2))
+    q, t = tmp_path / "q.fasta", tmp_path / "t.fasta"
+    mmseqs.write_fasta([("P34313", seqs["P34313"])], q)
+    mmseqs.write_fasta([("Q6PGH1", seqs["Q6PGH1"])], t)
+    found = mmseqs.search(q, t, min_qcov=0.8)["P34313"]
+    assert [h.target for h in found] == ["Q6PGH1"] and found[0].qcov >= 0.95 and found[0].identity > 0.4
+    assert not mmseqs.search(q, t, min_qcov=0.99)  # the filter does filter
+    # and the split sees it: with the two in different clusters, P34313 held out is a leak
+    res = SplitResult(identity=0.3, coverage=0.8, split={"P34313": "test", "Q6PGH1": "train"}, max_identity={},
+                      cluster_of={"P34313": "P34313", "Q6PGH1": "Q6PGH1"})
+    out = search_leaks(res, seqs, set(), MMseqsTool())
+    assert out.moved == 1 and out.split == {"P34313": "train", "Q6PGH1": "train"}
+
+
+def test_search_leaks_finds_what_the_clustering_search_missed() -> None:
+    """All-vs-all hits make the clusters; the (more sensitive) leak search finds a homolog they missed, and the
+    remaining held-out proteins are searched again against the cluster that moved."""
+    ids = [f"P{i:03d}" for i in range(60)]
+    seqs = {a: "MKV" for a in ids}
+    known = {"P000": [hit("P000", "P001", 0.9)]}  # P000 + P001 one cluster
+    missed = [hit(f"P{i:03d}", f"P{i + 1:03d}", 0.5, qcov=1.0, tcov=0.4) for i in range(10, 20)]  # a fragment chain
+    missed.append(hit("P030", "P031", 0.25))  # below the threshold: recorded, not a leak
+    seen = 0
+    for seed in range(40):
+        base = make_split(ids, set(), known, 0.3, valid_fraction=0.3, test_fraction=0.3, seed=seed)
+        assert base.moved == 0
+        tool = FakeClusterTool({}, missed)
+        res = search_leaks(base, seqs, set(), tool, hits=known)
+        assert res.cluster_of == base.cluster_of and res.method == base.method
+        first_q, first_t = tool.calls[0]
+        assert first_q == {a for a, s in base.split.items() if s != "train"}
+        assert first_t == {a for a, s in base.split.items() if s == "train"}
+        assert not find_leaks(res.split, {h.query: [h] for h in missed}, 0.3, 0.8)
+        held = {a for a, s in res.split.items() if s != "train"}
+        assert set(res.max_identity) == held and all(v <= 0.3 for v in res.max_identity.values())
+        if res.split["P030"] != "train" and res.split["P031"] == "train":
+            assert res.max_identity["P030"] == 0.25
+        seen += res.moved > 0 and len(tool.calls) > 1
+    assert seen  # leaks were found by the search alone and needed more than one round
 
 
 def _check_split_independently(tmp, seqs, eval_ids, res) -> None:
@@ -159,18 +210,15 @@ class FakeClusterTool:
     def cluster(self, fasta, identity, coverage):
         return dict(self.clusters)
 
-    def search_to_file(self, query_fasta, target_fasta, out, min_qcov):
-        def ids(p):
-            return {ln[1:].strip() for ln in Path(p).read_text().splitlines() if ln.startswith(">")}
-
-        q, t = ids(query_fasta), ids(target_fasta)
+    def leak_search(self, query_fasta, target_fasta, out, min_qcov):
+        q, t = _fasta_ids(query_fasta), _fasta_ids(target_fasta)
         self.calls.append((q, t))
-        with open(out, "w") as f:
-            for h in self.hits:
-                if h.query in q and h.target in t:
-                    f.write("\t".join(map(str, (h.query, h.target, h.identity, h.aln_len, h.qcov, h.tcov, h.evalue,
-                                                h.bits))) + "\n")
+        mmseqs.write_hits(out, (h for h in self.hits if h.query in q and h.target in t))
         return out
+
+
+def _fasta_ids(path) -> set[str]:
+    return {ln[1:].strip() for ln in Path(path).read_text().splitlines() if ln.startswith(">")}
 
 
 def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -> None:

@@ -30,7 +30,16 @@ from sepit.data.instructions import Catalog, QAOptions, load_templates, protein_
 from sepit.data.instructions.templates import TASKS
 from sepit.data.readers import SkipLog, read_go_terms, read_human_table, read_proteins
 from sepit.data.records import ProteinEntry
-from sepit.data.split import SPLITS, HomologyTool, MMseqsTool, SplitResult, all_vs_all, clustered_split, make_split
+from sepit.data.split import (
+    SPLITS,
+    HomologyTool,
+    MMseqsTool,
+    SplitResult,
+    all_vs_all,
+    clustered_split,
+    make_split,
+    search_leaks,
+)
 from sepit.data.structures import StructureStore, ca_secondary_structure
 from sepit.errors import InputError
 from sepit.log import get_logger, progress
@@ -191,7 +200,7 @@ def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool) -> tuple[Spl
     method = split_method(cfg, len(seqs))
     log.info("split method: %s (%d proteins)", method, len(seqs))
     if method == "clustered":
-        if not hasattr(tool, "cluster") or not hasattr(tool, "search_to_file"):
+        if not hasattr(tool, "cluster"):
             raise InputError(None, "split.method=clustered needs a homology tool that clusters (MMseqs2)")
         active = clustered_split(seqs, eval_ids, s.identity, tool=tool, **kw)  # type: ignore[arg-type]
         kept = {a: seqs[a] for a in active.split}
@@ -199,8 +208,10 @@ def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool) -> tuple[Spl
                  for t in s.extra_identities if t != s.identity}
         return active, extra
     hits = all_vs_all(seqs, s.coverage, tool)
-    active = make_split(seqs, eval_ids, hits, s.identity, **kw)  # type: ignore[arg-type]
-    extra = {t: make_split(active.split, eval_ids, hits, t, **kw)  # type: ignore[arg-type]
+    active = search_leaks(make_split(seqs, eval_ids, hits, s.identity, **kw), seqs,  # type: ignore[arg-type]
+                          eval_ids, tool, hits=hits)
+    extra = {t: search_leaks(make_split(active.split, eval_ids, hits, t, **kw), seqs,  # type: ignore[arg-type]
+                             eval_ids, tool, hits=hits)
              for t in s.extra_identities if t != s.identity}
     return active, extra
 
@@ -266,7 +277,8 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
     t0 = time.perf_counter()
     cfg = default_config(cfg)
     s = cfg.split
-    tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity, max_hits=s.max_hits)
+    tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity, leak_sensitivity=s.leak_sensitivity,
+                              max_hits=s.max_hits)
     ic = cfg.instructions
     templates = load_templates(ic.templates)
     tasks = tuple(ic.tasks) if ic.tasks else tuple(t for t in TASKS if t in templates.tasks)

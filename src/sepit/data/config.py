@@ -23,7 +23,8 @@ class SplitConfig:
     test_fraction: float = 0.05  # of the clusters without an eval protein (those all go to test)
     method: Literal["auto", "all_vs_all", "clustered"] = "auto"  # auto: clustered above `clustered_above` proteins
     clustered_above: int = 100_000  # all-vs-all hits grow ~ n × 300: beyond this, cluster first (see data/split.py)
-    sensitivity: float | None = None  # MMseqs2 -s (None: its default, 5.7)
+    sensitivity: float | None = None  # MMseqs2 -s of the clustering (None: its default, 5.7 search / 4 cluster)
+    leak_sensitivity: float | None = 7.5  # MMseqs2 -s of the held-out vs training searches that find leaks
     max_hits: int = 300  # hits per query (MMseqs2 --max-seqs); the search's alignment time grows with it
     threads: int | None = None  # None: the CPUs this process may use
 

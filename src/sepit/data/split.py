@@ -1,35 +1,35 @@
 """Homology-aware train/valid/test splits: clusters go wholly to one split; no held-out protein keeps a training
 protein above the identity threshold.
 
-One MMseqs2 all-vs-all search (``mmseqs easy-search``, hits covering ≥ ``c`` of the query) serves every threshold.
-Per threshold ``t`` (e.g. 0.3):
+Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
 
-1. Clusters are the connected components of the hits with identity ≥ ``t`` covering ≥ ``c`` of *both* sequences —
-   what ``mmseqs cluster --cluster-mode 1 --cov-mode 0 --min-seq-id t -c c`` computes (single linkage: any two
-   proteins passing the thresholds share a cluster, not only members and their representative).
+1. Clusters: single linkage over pairs with identity ≥ ``t`` covering ≥ ``c`` of *both* sequences. Up to
+   ``split.clustered_above`` proteins they are the connected components of one MMseqs2 all-vs-all search
+   (``mmseqs easy-search``, serving every threshold); above it, ``mmseqs cluster --cluster-mode 1 --cov-mode 0``.
 2. A cluster holding a protein marked ``eval`` in its source goes to ``test`` (eval proteins are never trained on).
    Every other cluster goes to valid/test/train by a hash of (seed, cluster representative) against the fractions.
 3. A held-out (valid/test) protein with a training hit of identity > ``t`` covering ≥ ``c`` of the held-out protein
    is a leak (clusters ask for ``c`` of both sequences, so a fragment of a training protein gets here): its whole
-   cluster moves to train, repeated until nothing leaks. A cluster holding an eval protein cannot move: its
-   training homologs are dropped instead.
+   cluster moves to train. A cluster holding an eval protein cannot move: its training homologs are dropped instead.
+   Leaks are looked for in the all-vs-all hits, then by searching the held-out proteins against the training
+   proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``), then the remaining held-out
+   proteins against each round's newly moved proteins, until a round finds none (:func:`search_leaks`).
 
-Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over alignments
-covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
-Identity = identical positions / alignment length (MMseqs2 ``fident``).
+Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over the alignments
+found covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
+Identity = identical positions / alignment length (MMseqs2 ``fident``). Coverage is filtered on the reported
+alignment, not by MMseqs2's ``-c`` in searches (see :func:`sepit.tools.mmseqs.search_to_file`).
 
-Large sets (:func:`clustered_split`, e.g. the 516k-protein 2014 Swiss-Prot set) skip the all-vs-all search, whose
-hits would not fit in memory: step 1 is ``mmseqs cluster`` itself (connected components, cascaded prefilter), then
-searches of the held-out proteins against the training proteins (first all of them, then each round's newly moved
-clusters) feed step 3 and the identities, streamed from disk.
-"""
+The guarantee is as strong as the search: MMseqs2 is a heuristic, so a more sensitive search can still find a few
+pairs (``benchmarks/bench_data.py --check`` measures how many on a sample)."""
 
 from __future__ import annotations
 
 import hashlib
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
@@ -42,7 +42,14 @@ SPLITS = ("train", "valid", "test")
 MAX_ROUNDS = 100
 
 
-class HomologyTool(Protocol):
+class LeakSearch(Protocol):
+    """The search that decides leaks: held-out proteins against training proteins, hits written to ``out``
+    (MMseqs2 tab format, :func:`sepit.tools.mmseqs.read_hits`), those covering ≥ ``min_qcov`` of the query."""
+
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path: ...
+
+
+class HomologyTool(LeakSearch, Protocol):
     """What the splitter needs from a homology search (MMseqs2 by default; tests may pass their own)."""
 
     def search(self, query_fasta: Path, target_fasta: Path, min_qcov: float) -> dict[str, list[Hit]]: ...
@@ -53,7 +60,8 @@ class MMseqsTool:
     """:class:`HomologyTool` running ``mmseqs easy-search``."""
 
     threads: int | None = None
-    sensitivity: float | None = None
+    sensitivity: float | None = None  # -s of the clustering (all-vs-all search or mmseqs cluster); None: default
+    leak_sensitivity: float | None = 7.5  # -s of the held-out vs training searches (MMseqs2's most sensitive preset)
     tmp_dir: str | None = None
     max_hits: int = 300  # hits kept per query (MMseqs2 --max-seqs): fewer = faster alignment on large sets
 
@@ -66,9 +74,10 @@ class MMseqsTool:
         return mmseqs.cluster(fasta, identity, coverage=coverage, cov_mode=0, cluster_mode=1,
                               sensitivity=self.sensitivity, threads=self.threads, tmp_dir=self.tmp_dir)
 
-    def search_to_file(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
-        return mmseqs.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov, sensitivity=self.sensitivity,
-                                     max_seqs=self.max_hits, threads=self.threads, tmp_dir=self.tmp_dir)
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+        return mmseqs.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov,
+                                     sensitivity=self.leak_sensitivity, max_seqs=self.max_hits, threads=self.threads,
+                                     tmp_dir=self.tmp_dir)
 
 
 @dataclass
@@ -173,6 +182,16 @@ def _reverse(hits: Mapping[str, list[Hit]]) -> dict[str, list[Hit]]:
     return out
 
 
+def _both(hits: Mapping[str, list[Hit]], keep: set[str]) -> dict[str, list[Hit]]:
+    """``hits`` and their reverse, between proteins of ``keep``."""
+    both: dict[str, list[Hit]] = {}
+    for source in (hits, _reverse(hits)):
+        for q, lst in source.items():
+            if q in keep:
+                both.setdefault(q, []).extend(h for h in lst if h.target in keep)
+    return both
+
+
 def resolve_leaks(split: dict[str, str], cluster_of: Mapping[str, str], eval_ids: set[str] | frozenset[str],
                   hits: Mapping[str, list[Hit]], identity: float,
                   coverage: float) -> tuple[dict[str, str], dict[str, str], int]:
@@ -207,12 +226,7 @@ def make_split(ids: Iterable[str], eval_ids: set[str] | frozenset[str], hits: Ma
                seed: int = 0) -> SplitResult:
     """Split the proteins ``ids`` at one threshold from all-vs-all ``hits`` (see the module docstring)."""
     ids = sorted(ids)
-    keep = set(ids)
-    both: dict[str, list[Hit]] = {}
-    for source in (hits, _reverse(hits)):
-        for q, lst in source.items():
-            if q in keep:
-                both.setdefault(q, []).extend(h for h in lst if h.target in keep)
+    both = _both(hits, set(ids))
     cluster_of = clusters_from_hits(ids, both, identity, coverage)
     split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
                             seed=seed)
@@ -225,21 +239,18 @@ def make_split(ids: Iterable[str], eval_ids: set[str] | frozenset[str], hits: Ma
                        cluster_of=cluster_of, dropped=dropped, moved=moved)
 
 
-class LargeHomologyTool(Protocol):
+class LargeHomologyTool(LeakSearch, Protocol):
     """What :func:`clustered_split` needs (:class:`MMseqsTool` has it)."""
 
     def cluster(self, fasta: Path, identity: float, coverage: float) -> dict[str, str]: ...
-
-    def search_to_file(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path: ...
 
 
 def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str], identity: float, *,
                     coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
                     tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None) -> SplitResult:
     """Split ``sequences`` at one threshold without an all-vs-all search (see the module docstring): MMseqs2
-    clusters → :func:`assign_clusters` → held-out proteins searched against training proteins →
-    :func:`resolve_leaks`, again against the clusters each round moves to train, until nothing leaks. Memory stays at
-    the proteins plus the hits above ``identity``; the searches' hits stream from temp files."""
+    clusters → :func:`assign_clusters` → :func:`search_leaks`. Memory stays at the proteins plus the hits above
+    ``identity``; the searches' hits stream from temp files."""
     tool = tool or MMseqsTool()
     ids = sorted(sequences)
     with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
@@ -247,51 +258,60 @@ def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset
         mmseqs.write_fasta(((a, sequences[a]) for a in ids), fa)
         log.info("clustering %d proteins at %.2f identity, %.2f coverage (MMseqs2)", len(ids), identity, coverage)
         reps = tool.cluster(fa, identity, coverage)
-        members: dict[str, list[str]] = {}
-        for a in ids:  # a protein the tool left out is a cluster of its own
-            members.setdefault(reps.get(a, a), []).append(a)
-        cluster_of = {a: min(group) for group in members.values() for a in group}  # smallest accession: stable
-        split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
-                                seed=seed)
+    members: dict[str, list[str]] = {}
+    for a in ids:  # a protein the tool left out is a cluster of its own
+        members.setdefault(reps.get(a, a), []).append(a)
+    cluster_of = {a: min(group) for group in members.values() for a in group}  # smallest accession: stable
+    split = assign_clusters(cluster_of, eval_ids, valid_fraction=valid_fraction, test_fraction=test_fraction,
+                            seed=seed)
+    log.info("identity %.2f: %d clusters; %s before the leak search", identity, len(members), split_counts(split))
+    res = SplitResult(identity=identity, coverage=coverage, split=split, max_identity={}, cluster_of=cluster_of,
+                      method="clustered")
+    return search_leaks(res, sequences, eval_ids, tool, work_dir=work_dir)
+
+
+def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str],
+                 tool: LeakSearch, *, hits: Mapping[str, list[Hit]] | None = None,
+                 work_dir: str | Path | None = None) -> SplitResult:
+    """Step 3 of the module docstring by search: held-out proteins searched against the training proteins
+    (``tool.leak_search``, more sensitive than the clustering), leaks resolved, then the remaining held-out proteins
+    searched against each round's newly moved proteins, until a round finds none. ``hits`` (e.g. the all-vs-all
+    search that made the clusters) count too. → a new result; ``max_identity`` from every search."""
+    t, c = res.identity, res.coverage
+    split, dropped, moved = dict(res.split), dict(res.dropped), res.moved
+    known = _both(hits or {}, set(split))
+    strong = {q: [h for h in lst if h.identity > t and h.qcov >= c] for q, lst in known.items()}
+    ids = sorted(split)
+    queries = [a for a in ids if split[a] != "train"]
+    targets = [a for a in ids if split[a] == "train"]
+    with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
         # Held-out proteins are searched against training proteins only, so that a large held-out cluster cannot
-        # fill a query's hit list with its own members and hide a training homolog. Clusters moved to train by a
-        # round's leaks are searched against the remaining held-out proteins in the next round.
-        queries = [a for a in ids if split[a] != "train"]
-        targets = [a for a in ids if split[a] == "train"]
-        log.info("identity %.2f: %d clusters; searching %d held-out proteins against %d training proteins",
-                 identity, len(members), len(queries), len(targets))
-        strong: dict[str, list[Hit]] = {}
+        # fill a query's hit list with its own members and hide a training homolog.
         files: list[Path] = []
-        dropped: dict[str, str] = {}
-        moved = 0
         while queries and targets:
             n = len(files)
+            log.info("identity %.2f, leak search %d: %d held-out proteins against %d training proteins", t, n + 1,
+                     len(queries), len(targets))
             qa, ta = Path(tmp) / f"held{n}.fasta", Path(tmp) / f"train{n}.fasta"
             mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
             mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
-            files.append(tool.search_to_file(qa, ta, Path(tmp) / f"round{n}.m8", coverage))
+            files.append(tool.leak_search(qa, ta, Path(tmp) / f"round{n}.m8", c))
             for h in mmseqs.read_hits(files[-1]):
-                if h.query != h.target and h.qcov >= coverage and h.identity > identity:
+                if h.query != h.target and h.qcov >= c and h.identity > t:
                     strong.setdefault(h.query, []).append(h)
             before = dict(split)
-            split, more_dropped, more_moved = resolve_leaks(split, cluster_of, eval_ids, strong, identity, coverage)
+            split, more_dropped, more_moved = resolve_leaks(split, res.cluster_of, eval_ids, strong, t, c)
             dropped.update(more_dropped)
             moved += more_moved
             targets = [a for a in ids if split.get(a) == "train" and before[a] != "train"]
             queries = [a for a in ids if split.get(a, "train") != "train"]
-            if targets:
-                log.info("identity %.2f: %d clusters moved to train; searching the %d held-out proteins against "
-                         "their %d proteins", identity, len({cluster_of[a] for a in targets}), len(queries),
-                         len(targets))
         max_id = {a: 0.0 for a, s in split.items() if s != "train"}
-        for f in files:
-            for h in mmseqs.read_hits(f):
-                if h.query in max_id and h.qcov >= coverage and split.get(h.target) == "train":
-                    max_id[h.query] = max(max_id[h.query], h.identity)
+        for h in chain((h for lst in known.values() for h in lst), *(mmseqs.read_hits(f) for f in files)):
+            if h.query in max_id and h.qcov >= c and split.get(h.target) == "train":
+                max_id[h.query] = max(max_id[h.query], h.identity)
     log.info("identity %.2f: %s; %d held-out proteins moved to train, %d training homologs of eval proteins "
-             "dropped", identity, split_counts(split), moved, len(dropped))
-    return SplitResult(identity=identity, coverage=coverage, split=split, max_identity=max_id,
-                       cluster_of=cluster_of, dropped=dropped, moved=moved, method="clustered")
+             "dropped", t, split_counts(split), moved, len(dropped))
+    return replace(res, split=split, max_identity=max_id, dropped=dropped, moved=moved)
 
 
 def split_counts(split: Mapping[str, str]) -> dict[str, int]:
