@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     epilog="example:\n  sepit data build -o data/default\n"
                            "  sepit data build -o data/sprot --source uniprot_sprot.dat.gz --identity 0.3 --seed 0\n"
                            "  sepit data build -o data/mine --source table.tsv.xz --go-terms go_terms.tsv.xz "
-                           "--structures pdb/ --structure-map map.tsv")
+                           "--structures pdb/ --structure-map map.tsv\n"
+                           "  sepit data build -o data/big --source big.tsv.gz split.leak_sensitivity=5.7 "
+                           "split.extra_identities=[]   # faster split: less sensitive leak search, 30% only")
     p.add_argument("-o", "--output", required=True, help="dataset directory to write (replaced atomically)")
     p.add_argument("--source", action="append", default=[], metavar="FILE",
                    help="protein file: UniProt .dat[.gz]/.xml/.tsv, FASTA or the 2014 GO table (repeatable); "
