@@ -56,6 +56,21 @@ def reference(model, conv, prots, max_new_tokens: int) -> str:
     return model.processor.llm_tokenizer.decode(out[0], skip_special_tokens=True)
 
 
+def no_cache_reference(model, conv, prots, steps: int) -> str:
+    """Greedy decoding by repeated full forwards (no KV cache at all)."""
+    with torch.no_grad():
+        batch = model.processor([conv], [prots], add_generation_prompt=True)
+        embeds = model.embed_inputs(batch)
+        emb_layer, eos, out = model.llm.get_input_embeddings(), set(model._eos_ids()), []
+        for _ in range(steps):
+            nxt = int(model.llm(inputs_embeds=embeds).logits[0, -1].argmax())
+            if nxt in eos:
+                break
+            out.append(nxt)
+            embeds = torch.cat([embeds, emb_layer(torch.tensor([[nxt]]))], dim=1)
+    return model.processor.llm_tokenizer.decode(out, skip_special_tokens=True)
+
+
 def test_batched_fp32_equals_one_at_a_time_and_transformers_generate(model) -> None:
     streamed = []
     with torch.no_grad():
@@ -63,6 +78,7 @@ def test_batched_fp32_equals_one_at_a_time_and_transformers_generate(model) -> N
         singles = [model.chat([c], [p], max_new_tokens=8)[0] for c, p in zip(CONVS, PROTS)]
     refs = [reference(model, c, p, 8) for c, p in zip(CONVS, PROTS)]
     assert batched == singles == refs
+    assert batched == [no_cache_reference(model, c, p, 8) for c, p in zip(CONVS, PROTS)]
     assert len(streamed) == 8 and streamed[-1] == batched
     assert len(set(batched)) > 1, "the prompts should not all give the same answer (or the test shows nothing)"
     assert model.llm.config._attn_implementation == "sdpa"  # the decoding attention is switched back

@@ -155,35 +155,6 @@ def test_backward_reaches_encoder_projector_and_llm(model) -> None:
     model.eval()
 
 
-def _greedy_reference(model, conv, prots, steps):
-    """Greedy decoding by repeated full forwards (no cache), for comparison."""
-    batch = model.processor([conv], [prots], add_generation_prompt=True)
-    embeds = model.embed_inputs(batch)
-    out = []
-    emb_layer = model.llm.get_input_embeddings()
-    eos = set(model._eos_ids())
-    for _ in range(steps):
-        logits = model.llm(inputs_embeds=embeds).logits[0, -1]
-        nxt = int(logits.argmax())
-        if nxt in eos:
-            break
-        out.append(nxt)
-        embeds = torch.cat([embeds, emb_layer(torch.tensor([[nxt]]))], dim=1)
-    return model.processor.llm_tokenizer.decode(out, skip_special_tokens=True)
-
-
-def test_batched_greedy_generation_matches_single_and_reference(model) -> None:
-    convs = [_conv(f"{PROTEIN_TOKEN} What is it?"), _conv(f"Tell me about {PROTEIN_TOKEN} and {PROTEIN_TOKEN} now.")]
-    prots = [["MKTAYIAKQR"], ["MKV", "GAVLIPF"]]
-    streamed = []
-    with torch.no_grad():
-        batched = model.chat(convs, prots, max_new_tokens=6, callback=lambda texts: streamed.append(list(texts)))
-        singles = [model.chat([c], [p], max_new_tokens=6)[0] for c, p in zip(convs, prots)]
-        ref = [_greedy_reference(model, c, p, 6) for c, p in zip(convs, prots)]
-    assert batched == singles == ref
-    assert 1 <= len(streamed) <= 6 and streamed[-1] == batched
-
-
 def test_generation_limits(model) -> None:
     batch = model.processor([_conv(f"{PROTEIN_TOKEN}")], [["MKV"]], add_generation_prompt=True)
     with pytest.raises(InputError, match="max_new_tokens"):

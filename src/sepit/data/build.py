@@ -358,9 +358,9 @@ def _manifest(cfg: DataConfig, inputs: Inputs, active: SplitResult, extra: dict[
               no_negative: Counter[str], records_per_split: Counter[str], proteins_per_split: Counter[str],
               writers: dict[str, _ShardWriter], templates_path: str, n_structures: int) -> dict[str, Any]:
     def split_summary(r: SplitResult) -> dict[str, Any]:
-        held = [v for a, v in r.max_identity.items()]
-        return {"identity": r.identity, "coverage": r.coverage, "method": r.method, "clusters": r.n_clusters, "proteins": r.counts(),
-                "dropped": len(r.dropped), "moved_to_train": r.moved,
+        held = list(r.max_identity.values())
+        return {"identity": r.identity, "coverage": r.coverage, "method": r.method, "clusters": r.n_clusters,
+                "proteins": r.counts(), "dropped": len(r.dropped), "moved_to_train": r.moved,
                 "max_identity_to_train": {"max": round(max(held, default=0.0), 4),
                                           "mean": round(float(np.mean(held)) if held else 0.0, 4)}}
 

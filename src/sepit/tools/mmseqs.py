@@ -176,7 +176,8 @@ def read_hits(path: str | Path) -> Iterator[Hit]:
 def write_hits(path: str | Path, hits: Iterable[Hit]) -> Path:
     """Write hits in the tab format of :func:`search_to_file` (what :func:`read_hits` reads); returns the path."""
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{h.query}\t{h.target}\t{h.identity}\t{h.aln_len}\t{h.qcov}\t{h.tcov}\t{h.evalue}\t{h.bits}\n" for h in hits)
+        f.writelines(f"{h.query}\t{h.target}\t{h.identity}\t{h.aln_len}\t{h.qcov}\t{h.tcov}\t{h.evalue}\t{h.bits}\n"
+                     for h in hits)
     return Path(path)
 
 
