@@ -11,6 +11,11 @@ it needs Debian's ``metastudent-data`` and ``ncbi-blast+`` (``apt-get install me
 them with ``sepit data import-metastudent`` (eval rows carried over from the shared 50k table; timed, in a child
 process too), then builds with the shared GO/human tables and the 630 structures. Above 100,000 proteins the split
 clusters first (``split.method: auto`` → ``clustered``, see ``sepit/data/split.py``).
+
+After each build, ``--check N`` searches N sampled held-out proteins of every identity threshold's split (30% and
+50% by default) again against that split's training proteins, more sensitively than the split did (MMseqs2 -s 7.5,
+1,000 hits), and counts those with a homolog above the threshold. ``--check-dir DIR`` runs only that check on a
+dataset built before (``--keep`` keeps the benchmark's builds).
 """
 
 from __future__ import annotations
@@ -103,28 +108,49 @@ def convert(out: Path, eval_from: Path) -> dict:
     return json.loads(next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT "))[7:])
 
 
-def leak_check(ds: Path, n: int, threads: int, identity: float = 0.3, coverage: float = 0.8) -> str:
-    """A seeded sample of held-out proteins searched again against the training split's FASTA, with more hits per query
-    (1,000) than the split keeps: how many have an alignment above ``identity`` covering ≥ ``coverage`` of them."""
+def held_out_and_train(ds: Path) -> dict[float, tuple[list[tuple[str, str]], list[tuple[str, str]]]]:
+    """Identity threshold → (held-out, training) (accession, sequence) pairs of that threshold's split, read from the
+    dataset's ``proteins.jsonl`` (the active split and each extra threshold's, as ``sepit data build`` wrote them)."""
+    from sepit.data.build import iter_jsonl
+
+    manifest = json.loads((ds / "manifest.json").read_text(encoding="utf-8"))
+    active = float(manifest["active_identity"])
+    out: dict[float, tuple[list, list]] = {float(t): ([], []) for t in manifest["identity_thresholds"]}
+    for p in iter_jsonl(ds / "proteins.jsonl"):
+        pair = (p["id"], p["sequence"])
+        for t, (held, train) in out.items():
+            sp = p["split"] if t == active else p["splits"][f"{t:g}"]["split"]
+            if sp == "train":
+                train.append(pair)
+            elif sp in ("valid", "test"):
+                held.append(pair)
+    return out
+
+
+def leak_check(ds: Path, n: int, threads: int, coverage: float = 0.8) -> list[str]:
+    """For each identity threshold of the dataset: a seeded sample of ``n`` held-out proteins searched again against
+    that split's training proteins, with more hits per query (1,000) than the split keeps: how many have an alignment
+    above the threshold covering ≥ ``coverage`` of them. One line per threshold."""
     import random
 
     from sepit.tools import mmseqs
 
-    held = []
-    for sp in ("test", "valid"):
-        words = (ds / "fasta" / f"{sp}.fasta").read_text().split()
-        held += list(zip((w[1:] for w in words[::2]), words[1::2]))
-    random.Random(0).shuffle(held)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="sepit-check-") as tmp:
-        q = Path(tmp) / "sample.fasta"
-        mmseqs.write_fasta(held[:n], q)
-        hits = mmseqs.search(q, ds / "fasta" / "train.fasta", sensitivity=7.5, max_seqs=1000, threads=threads)
-    best = {a: max((h.identity for h in lst if h.qcov >= coverage), default=0.0) for a, lst in hits.items()}
-    over = sorted(v for v in best.values() if v > identity)
-    return (f"leak check ({time.perf_counter() - t0:.0f} s): {min(n, len(held))} of {len(held)} held-out "
-            f"proteins vs the training split, MMseqs2 -s 7.5, 1000 hits: {len(over)} above {identity:g} identity over "
-            f"≥ {coverage:.0%} of the protein" + (f" (max {over[-1]:.3f})" if over else ""))
+    lines = []
+    for identity, (held, train) in sorted(held_out_and_train(ds).items()):
+        random.Random(0).shuffle(held)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="sepit-check-") as tmp:
+            q, db = Path(tmp) / "sample.fasta", Path(tmp) / "train.fasta"
+            mmseqs.write_fasta(held[:n], q)
+            mmseqs.write_fasta(train, db)
+            hits = mmseqs.search(q, db, sensitivity=7.5, max_seqs=1000, threads=threads)
+        best = {a: max((h.identity for h in lst if h.qcov >= coverage), default=0.0) for a, lst in hits.items()}
+        over = sorted(v for v in best.values() if v > identity)
+        lines.append(f"leak check at {identity:g} ({time.perf_counter() - t0:.0f} s): {min(n, len(held))} of "
+                     f"{len(held)} held-out proteins vs {len(train)} training proteins, MMseqs2 -s 7.5, 1000 hits: "
+                     f"{len(over)} above {identity:g} identity over ≥ {coverage:.0%} of the protein"
+                     + (f" (max {over[-1]:.3f})" if over else ""))
+    return lines
 
 
 def main() -> int:
@@ -139,7 +165,13 @@ def main() -> int:
     ap.add_argument("--check", type=int, default=2000, metavar="N",
                     help="leak check of each build: N sampled held-out proteins searched again against the training "
                          "split (MMseqs2 -s 7.5, 1000 hits per query; 0: skip)")
+    ap.add_argument("--check-dir", type=Path, metavar="DIR",
+                    help="only run the leak check on a dataset built before (e.g. kept with --keep), then exit")
     args = ap.parse_args()
+    if args.check_dir:
+        for line in leak_check(args.check_dir, args.check or 2000, args.threads):
+            print(line)
+        return 0
     results = []
     with tempfile.TemporaryDirectory(prefix="sepit-bench-") as tmp:
         root = args.keep or Path(tmp)
@@ -191,8 +223,8 @@ def main() -> int:
                                        for t, s in r["splits"].items()))
         if r["skipped"]:
             print("  skipped: " + ", ".join(f"{k} {v}" for k, v in r["skipped"].items()))
-        if "check" in r:
-            print("  " + r["check"])
+        for line in r.get("check", []):
+            print("  " + line)
     return 0
 
 
