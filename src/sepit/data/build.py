@@ -278,7 +278,7 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
     cfg = default_config(cfg)
     s = cfg.split
     tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity, leak_sensitivity=s.leak_sensitivity,
-                              max_hits=s.max_hits)
+                              max_hits=s.max_hits, leak_max_hits=s.leak_max_hits)
     ic = cfg.instructions
     templates = load_templates(ic.templates)
     tasks = tuple(ic.tasks) if ic.tasks else tuple(t for t in TASKS if t in templates.tasks)
