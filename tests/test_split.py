@@ -288,3 +288,51 @@ def test_leak_search_depth_is_its_own_option_from_config_to_mmseqs(monkeypatch, 
     assert calls[1:] and all(depth == 7 for name, depth in calls[1:])  # held-out vs training rounds
     with pytest.raises(ConfigError, match="leak_max_hits"):
         from_dict(DataConfig, {}, ["split.leak_max_hits=0"])
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_clustered_split_resumes_from_its_saved_clusters_and_rounds(tmp_path) -> None:
+    """A split killed during its second leak search goes on from the saved clusters and first round (neither redone,
+    the half-written second round never read) and ends with the result of an uninterrupted split."""
+    from sepit.data.split_state import SplitState
+
+    ids = [f"P{i:03d}" for i in range(120)] + ["E", "T"]
+    seqs = {a: "MKV" for a in ids}
+    clusters = {a: a for a in ids}
+    hits = [hit("E", "T", 0.6, qcov=0.9, tcov=0.4)]
+    hits += [hit(f"P{i}", f"P{i + 1}", 0.9, qcov=1.0, tcov=0.5) for i in range(100, 109)]  # fragment chain: rounds
+    kw = {"valid_fraction": 0.3, "test_fraction": 0.3}
+    for seed in range(100):  # a seed whose split takes three rounds or more
+        ref_tool = FakeClusterTool(clusters, hits)
+        reference = clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=ref_tool, **kw)
+        if len(ref_tool.calls) >= 3:
+            break
+    assert len(ref_tool.calls) >= 3
+
+    class DiesInRound2(FakeClusterTool):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov):
+            if len(self.calls) == 1:
+                Path(out).write_text("P100\tP101\t0.9\t100\t1.0\t0.5\t1e-20\t200.0\n")  # half a round
+                raise Interrupted
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov)
+
+    state = SplitState(tmp_path / "state")
+    with pytest.raises(Interrupted):
+        clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=DiesInRound2(clusters, hits), state=state, **kw)
+    assert state.clusters() == clusters and state.progress()["rounds"] == 1
+    assert state.round_file(0).is_file() and not state.round_file(1).exists() and state.result() is None
+
+    class NoClustering(FakeClusterTool):
+        def cluster(self, fasta, identity, coverage):
+            raise AssertionError("the clusters were saved: not clustered again")
+
+    resumed_tool = NoClustering(clusters, hits)
+    resumed = clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=resumed_tool, state=state, **kw)
+    assert resumed_tool.calls == ref_tool.calls[1:]  # round 1 not searched again
+    assert resumed == reference
+    done_tool = NoClustering(clusters, hits)
+    assert clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=done_tool, state=state, **kw) == reference
+    assert done_tool.calls == []  # a finished split is read back whole

@@ -34,6 +34,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
+from sepit.data.split_state import SplitState
 from sepit.log import get_logger
 from sepit.tools import mmseqs
 from sepit.tools.mmseqs import Hit
@@ -249,17 +250,30 @@ class LargeHomologyTool(LeakSearch, Protocol):
 
 def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str], identity: float, *,
                     coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
-                    tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None) -> SplitResult:
+                    tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None,
+                    state: SplitState | None = None) -> SplitResult:
     """Split ``sequences`` at one threshold without an all-vs-all search (see the module docstring): MMseqs2
     clusters → :func:`assign_clusters` → :func:`search_leaks`. Memory stays at the proteins plus the hits above
-    ``identity``; the searches' hits stream from temp files."""
+    ``identity``; the searches' hits stream from temp files. With ``state``, the clusters and each leak-search round
+    are saved there as they finish, and a call after an interruption resumes from them
+    (:mod:`sepit.data.split_state`)."""
     tool = tool or MMseqsTool()
+    if state is not None and (done := state.result()) is not None:
+        log.info("identity %.2f: split done before, read from %s", identity, state.root)
+        return SplitResult(**done)
     ids = sorted(sequences)
-    with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
-        fa = Path(tmp) / "all.fasta"
-        mmseqs.write_fasta(((a, sequences[a]) for a in ids), fa)
-        log.info("clustering %d proteins at %.2f identity, %.2f coverage (MMseqs2)", len(ids), identity, coverage)
-        reps = tool.cluster(fa, identity, coverage)
+    reps = None
+    if state is not None and (reps := state.clusters()) is not None:
+        log.info("identity %.2f: clusters from %s (an earlier, interrupted build)", identity, state.root)
+    if reps is None:
+        with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
+            fa = Path(tmp) / "all.fasta"
+            mmseqs.write_fasta(((a, sequences[a]) for a in ids), fa)
+            log.info("clustering %d proteins at %.2f identity, %.2f coverage (MMseqs2)", len(ids), identity,
+                     coverage)
+            reps = tool.cluster(fa, identity, coverage)
+        if state is not None:
+            state.save_clusters(reps)
     members: dict[str, list[str]] = {}
     for a in ids:  # a protein the tool left out is a cluster of its own
         members.setdefault(reps.get(a, a), []).append(a)
@@ -269,27 +283,36 @@ def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset
     log.info("identity %.2f: %d clusters; %s before the leak search", identity, len(members), split_counts(split))
     res = SplitResult(identity=identity, coverage=coverage, split=split, max_identity={}, cluster_of=cluster_of,
                       method="clustered")
-    return search_leaks(res, sequences, eval_ids, tool, work_dir=work_dir)
+    return search_leaks(res, sequences, eval_ids, tool, work_dir=work_dir, state=state)
 
 
 def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str],
                  tool: LeakSearch, *, hits: Mapping[str, list[Hit]] | None = None,
-                 work_dir: str | Path | None = None) -> SplitResult:
+                 work_dir: str | Path | None = None, state: SplitState | None = None) -> SplitResult:
     """Step 3 of the module docstring by search: held-out proteins searched against the training proteins
     (``tool.leak_search``, more sensitive than the clustering), leaks resolved, then the remaining held-out proteins
     searched against each round's newly moved proteins, until a round finds none. ``hits`` (e.g. the all-vs-all
-    search that made the clusters) count too. → a new result; ``max_identity`` from every search."""
+    search that made the clusters) count too. → a new result; ``max_identity`` from every search. With ``state``,
+    each round's hits and the split after it are saved there, and a call after an interruption goes on from the
+    last finished round (the result is the same)."""
     t, c = res.identity, res.coverage
     split, dropped, moved = dict(res.split), dict(res.dropped), res.moved
     known = _both(hits or {}, set(split))
     strong = {q: [h for h in lst if h.identity > t and h.qcov >= c] for q, lst in known.items()}
     ids = sorted(split)
-    queries = [a for a in ids if split[a] != "train"]
     targets = [a for a in ids if split[a] == "train"]
+    files: list[Path] = []
+    if state is not None and (saved := state.progress()) is not None:
+        split, dropped, moved, targets = saved["split"], saved["dropped"], saved["moved"], saved["targets"]
+        files = [state.round_file(n) for n in range(saved["rounds"])]
+        log.info("identity %.2f: %d leak-search rounds done before, read from %s", t, len(files), state.root)
+        for h in chain.from_iterable(mmseqs.read_hits(f) for f in files):
+            if h.query != h.target and h.qcov >= c and h.identity > t:
+                strong.setdefault(h.query, []).append(h)
+    queries = [a for a in ids if split.get(a, "train") != "train"]
     with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
         # Held-out proteins are searched against training proteins only, so that a large held-out cluster cannot
         # fill a query's hit list with its own members and hide a training homolog.
-        files: list[Path] = []
         while queries and targets:
             n = len(files)
             log.info("identity %.2f, leak search %d: %d held-out proteins against %d training proteins", t, n + 1,
@@ -297,7 +320,11 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
             qa, ta = Path(tmp) / f"held{n}.fasta", Path(tmp) / f"train{n}.fasta"
             mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
             mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
-            files.append(tool.leak_search(qa, ta, Path(tmp) / f"round{n}.m8", c))
+            if state is None:
+                files.append(tool.leak_search(qa, ta, Path(tmp) / f"round{n}.m8", c))
+            else:  # searched into a .part file: an interrupted search is redone, never read half-written
+                tool.leak_search(qa, ta, state.partial(n), c)
+                files.append(state.commit_round(n))
             for h in mmseqs.read_hits(files[-1]):
                 if h.query != h.target and h.qcov >= c and h.identity > t:
                     strong.setdefault(h.query, []).append(h)
@@ -307,13 +334,18 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
             moved += more_moved
             targets = [a for a in ids if split.get(a) == "train" and before[a] != "train"]
             queries = [a for a in ids if split.get(a, "train") != "train"]
+            if state is not None:
+                state.save_progress(len(files), split, dropped, moved, targets)
         max_id = {a: 0.0 for a, s in split.items() if s != "train"}
         for h in chain((h for lst in known.values() for h in lst), *(mmseqs.read_hits(f) for f in files)):
             if h.query in max_id and h.qcov >= c and split.get(h.target) == "train":
                 max_id[h.query] = max(max_id[h.query], h.identity)
     log.info("identity %.2f: %s; %d held-out proteins moved to train, %d training homologs of eval proteins "
              "dropped", t, split_counts(split), moved, len(dropped))
-    return replace(res, split=split, max_identity=max_id, dropped=dropped, moved=moved)
+    out = replace(res, split=split, max_identity=max_id, dropped=dropped, moved=moved)
+    if state is not None:
+        state.save_result(out)
+    return out
 
 
 def split_counts(split: Mapping[str, str]) -> dict[str, int]:
