@@ -46,7 +46,8 @@ class KmerSearch:
                     out.setdefault(a, []).append(Hit(a, b, j, len(s), 1.0, 1.0, 1e-10, 100 * j))
         return out
 
-    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
+                    max_hits: int | None = None) -> Path:
         write_hits(out, (h for lst in self.search(query_fasta, target_fasta, min_qcov).values() for h in lst))
         return out
 
@@ -283,11 +284,12 @@ class KmerClusters(KmerSearch):
         ids = [ln[1:] for ln in fasta.read_text().split() if ln.startswith(">")]
         return clusters_from_hits(ids, hits, identity, coverage)
 
-    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
+                    max_hits: int | None = None) -> Path:
         self.searches += 1
         if self.searches == self.die_in:
             raise KeyboardInterrupt
-        return super().leak_search(query_fasta, target_fasta, out, min_qcov)
+        return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
 
 
 def test_interrupted_clustered_build_resumes_its_split_and_cleans_up(small_table, tmp_path) -> None:

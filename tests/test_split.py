@@ -153,7 +153,7 @@ def test_search_leaks_finds_what_the_clustering_search_missed() -> None:
         tool = FakeClusterTool({}, missed)
         res = search_leaks(base, seqs, set(), tool, hits=known)
         assert res.cluster_of == base.cluster_of and res.method == base.method
-        first_q, first_t = tool.calls[0]
+        first_q, first_t, _ = tool.calls[0]
         assert first_q == {a for a, s in base.split.items() if s != "train"}
         assert first_t == {a for a, s in base.split.items() if s == "train"}
         assert not find_leaks(res.split, {h.query: [h] for h in missed}, 0.3, 0.8)
@@ -210,10 +210,12 @@ class FakeClusterTool:
     def cluster(self, fasta, identity, coverage):
         return dict(self.clusters)
 
-    def leak_search(self, query_fasta, target_fasta, out, min_qcov):
+    def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
         q, t = _fasta_ids(query_fasta), _fasta_ids(target_fasta)
-        self.calls.append((q, t))
-        mmseqs.write_hits(out, (h for h in self.hits if h.query in q and h.target in t))
+        self.calls.append((q, t, max_hits))
+        both = [*self.hits, *(Hit(h.target, h.query, h.identity, h.aln_len, h.tcov, h.qcov, h.evalue, h.bits)
+                              for h in self.hits)]  # found from either side, as MMseqs2 would
+        mmseqs.write_hits(out, (h for h in both if h.query in q and h.target in t))
         return out
 
 
@@ -230,17 +232,22 @@ def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -
             hit("E", "T", 0.6, qcov=0.9, tcov=0.4), hit("P050", "P051", 0.25), hit("P051", "P050", 0.25)]
     # a chain of fragments: P100 ⊂ P101 ⊂ ... ⊂ P109; moving one to train can make the next one leak
     hits += [hit(f"P{i}", f"P{i + 1}", 0.9, qcov=1.0, tcov=0.5) for i in range(100, 109)]
-    dropped_t = moved = rounds = 0
+    dropped_t = moved = rounds = turned = 0
     for seed in range(60):
         tool = FakeClusterTool(clusters, hits)
         res = clustered_split(seqs, {"E"}, 0.3, valid_fraction=0.3, test_fraction=0.3, seed=seed, tool=tool)
         assert res.method == "clustered"
         initial = assign_clusters(res.cluster_of, {"E"}, valid_fraction=0.3, test_fraction=0.3, seed=seed)
-        first_q, first_t = tool.calls[0]
+        first_q, first_t, depth = tool.calls[0]
         assert first_q == {a for a, s in initial.items() if s != "train"}  # held-out candidates ...
         assert first_t == {a for a, s in initial.items() if s == "train"}  # ... against training proteins only
-        for q, t in tool.calls[1:]:  # later rounds: only the newly moved proteins as targets
-            assert t and not t & first_t and all(res.split.get(a) == "train" for a in t)
+        assert depth is None  # the tool's own depth
+        for q, t, depth in tool.calls[1:]:  # later rounds: only the newly moved proteins, ...
+            new = q if depth is not None else t  # ... few of them searched turned round, keeping every hit
+            assert new and not new & first_t and all(res.split.get(a) == "train" for a in new)
+            if depth is not None:
+                assert depth == len(t) and 20 * len(q) <= len(t)
+                turned += 1
         rounds = max(rounds, len(tool.calls))
         held = {a for a, s in res.split.items() if s != "train"}
         for h in hits:  # brute force: no held-out protein keeps a training homolog above the threshold
@@ -254,7 +261,7 @@ def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -
         assert all(v <= 0.3 for v in res.max_identity.values())
         dropped_t += "T" in res.dropped
         moved += res.moved
-    assert dropped_t > 0 and moved > 0 and rounds >= 3  # both remedies and repeated rounds were exercised
+    assert dropped_t > 0 and moved > 0 and rounds >= 3 and turned > 0  # every path was exercised
 
 
 @pytest.mark.slow
@@ -313,11 +320,11 @@ def test_interrupted_clustered_split_resumes_from_its_saved_clusters_and_rounds(
     assert len(ref_tool.calls) >= 3
 
     class DiesInRound2(FakeClusterTool):
-        def leak_search(self, query_fasta, target_fasta, out, min_qcov):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
             if len(self.calls) == 1:
                 Path(out).write_text("P100\tP101\t0.9\t100\t1.0\t0.5\t1e-20\t200.0\n")  # half a round
                 raise Interrupted
-            return super().leak_search(query_fasta, target_fasta, out, min_qcov)
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
 
     state = SplitState(tmp_path / "state")
     with pytest.raises(Interrupted):
