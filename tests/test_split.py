@@ -343,3 +343,40 @@ def test_interrupted_clustered_split_resumes_from_its_saved_clusters_and_rounds(
     done_tool = NoClustering(clusters, hits)
     assert clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=done_tool, state=state, **kw) == reference
     assert done_tool.calls == []  # a finished split is read back whole
+
+
+def test_interrupted_leak_search_resumes_from_its_last_saved_part(tmp_path, monkeypatch) -> None:
+    """With a state, a round's held-out proteins are searched in parts, each saved: killed in the third part, the
+    split searches only the parts not done, and the round's hits are the same as one search's."""
+    from sepit.data import split as split_mod
+    from sepit.data.split_state import SplitState
+
+    monkeypatch.setattr(split_mod, "CHUNK_QUERIES", 20)
+    ids = [f"P{i:03d}" for i in range(150)]
+    seqs = {a: "MKV" for a in ids}
+    hits = [hit(f"P{i:03d}", f"P{i + 1:03d}", 0.9, qcov=1.0, tcov=0.5) for i in range(0, 148, 2)]
+    kw = {"valid_fraction": 0.3, "test_fraction": 0.3, "seed": 3}
+    ref_tool = FakeClusterTool({}, hits)
+    reference = clustered_split(seqs, set(), 0.3, tool=ref_tool, **kw)
+    n_held = len(ref_tool.calls[0][0])
+    assert n_held > 40 and reference.moved > 0  # three parts or more in the first round, and leaks found
+
+    class DiesInPart3(FakeClusterTool):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
+            if len(self.calls) == 2:
+                raise Interrupted
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+
+    state = SplitState(tmp_path / "state")
+    dying = DiesInPart3({}, hits)
+    with pytest.raises(Interrupted):
+        clustered_split(seqs, set(), 0.3, tool=dying, state=state, **kw)
+    assert [len(q) for q, _, _ in dying.calls] == [20, 20]
+    assert state.chunk_file(0, 0).is_file() and state.chunk_file(0, 1).is_file()
+    assert not state.chunk_file(0, 2).exists() and state.progress() is None
+    resumed_tool = FakeClusterTool({}, hits)
+    resumed = clustered_split(seqs, set(), 0.3, tool=resumed_tool, state=state, **kw)
+    first_round = [q for q, t, _ in resumed_tool.calls if t == ref_tool.calls[0][1]]
+    assert sum(map(len, first_round)) == n_held - 40  # the two saved parts were not searched again
+    assert resumed == reference
+    assert not list(state.root.glob("round*.part*"))  # the parts became whole rounds

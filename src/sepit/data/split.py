@@ -27,6 +27,7 @@ pairs (``benchmarks/bench_data.py --check`` measures how many on a sample)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ MAX_ROUNDS = 100
 # turned round: at -s 7.5 a query's cost is mostly its own similar k-mers, whatever the targets (on the full 2014
 # set, 85,366 held-out proteins against 28 took 33 min). Turned round, each training protein keeps every hit.
 TURN_MAX_TARGETS = 1000
+CHUNK_QUERIES = 20_000  # held-out proteins per saved part of a resumable leak search (~25 min each on 2 cores)
 
 
 class LeakSearch(Protocol):
@@ -329,17 +331,7 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
             n = len(files)
             log.info("identity %.2f, leak search %d: %d held-out proteins against %d training proteins", t, n + 1,
                      len(queries), len(targets))
-            qa, ta = Path(tmp) / f"held{n}.fasta", Path(tmp) / f"train{n}.fasta"
-            mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
-            mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
-            # with a state, the search goes into a .part file: an interrupted search is redone, never read half-written
-            out = state.partial(n) if state is not None else Path(tmp) / f"round{n}.m8"
-            if len(targets) <= TURN_MAX_TARGETS and 20 * len(targets) <= len(queries):
-                turned = tool.leak_search(ta, qa, Path(tmp) / f"turned{n}.m8", 0.0, max_hits=len(queries))
-                mmseqs.write_hits(out, (h for h in map(_turn, mmseqs.read_hits(turned)) if h.qcov >= c))
-            else:
-                tool.leak_search(qa, ta, out, c)
-            files.append(state.commit_round(n) if state is not None else out)
+            files.append(_search_round(tool, n, queries, targets, sequences, c, Path(tmp), state))
             for h in mmseqs.read_hits(files[-1]):
                 if h.query != h.target and h.qcov >= c and h.identity > t:
                     strong.setdefault(h.query, []).append(h)
@@ -361,6 +353,50 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
     if state is not None:
         state.save_result(out)
     return out
+
+
+def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[str], sequences: Mapping[str, str],
+                  coverage: float, tmp: Path, state: SplitState | None) -> Path:
+    """Leak-search round ``n``: ``queries`` (held out) against ``targets`` (training) → the hits file, oriented
+    held-out → training, covering ≥ ``coverage`` of the held-out protein. Few targets are searched turned round
+    (:data:`TURN_MAX_TARGETS`). With a ``state``, the queries go in chunks of :data:`CHUNK_QUERIES`, each saved as
+    it finishes, so that an interrupted round resumes from its last chunk; every file is searched into a ``.part``
+    first, never read half-written."""
+    ta = tmp / f"train{n}.fasta"
+    mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
+    out = state.partial(state.round_file(n)) if state is not None else tmp / f"round{n}.m8"
+    if len(targets) <= TURN_MAX_TARGETS and 20 * len(targets) <= len(queries):
+        qa = tmp / f"held{n}.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
+        turned = tool.leak_search(ta, qa, tmp / f"turned{n}.m8", 0.0, max_hits=len(queries))
+        mmseqs.write_hits(out, (h for h in map(_turn, mmseqs.read_hits(turned)) if h.qcov >= coverage))
+        return state.commit(out) if state is not None else out
+    size = CHUNK_QUERIES if state is not None else len(queries)
+    chunks = [queries[i:i + size] for i in range(0, len(queries), size)]
+    parts: list[Path] = []
+    for i, chunk in enumerate(chunks):
+        part = state.chunk_file(n, i) if state is not None else out
+        parts.append(part)
+        if part.is_file() and state is not None:
+            log.info("leak search %d, part %d of %d: done before, read from %s", n + 1, i + 1, len(chunks), part)
+            continue
+        if len(chunks) > 1:
+            log.info("leak search %d, part %d of %d: %d held-out proteins", n + 1, i + 1, len(chunks), len(chunk))
+        qa = tmp / f"held{n}.{i}.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in chunk), qa)
+        if state is None:
+            return tool.leak_search(qa, ta, out, coverage)
+        tool.leak_search(qa, ta, state.partial(part), coverage)
+        state.commit(state.partial(part))
+    assert state is not None  # without one, the single chunk returned above
+    with open(out, "w", encoding="utf-8") as dst:  # the chunks become the round's one file
+        for part in parts:
+            with open(part, encoding="utf-8") as src:
+                shutil.copyfileobj(src, dst)
+    done = state.commit(out)
+    for part in parts:
+        part.unlink()
+    return done
 
 
 def split_counts(split: Mapping[str, str]) -> dict[str, int]:

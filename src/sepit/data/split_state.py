@@ -2,8 +2,9 @@
 
 The full 2014 Swiss-Prot set spends hours in its split (MMseqs2 clustering, then leak-search rounds of ~100,000
 held-out proteins at ``-s 7.5``; docs/benchmarks.md, 4a). One folder per threshold holds, as they are done:
-``clusters.json`` (member → representative), each leak-search round's hits (``round<N>.m8``) followed by
-``progress.json`` (the split after that round), and ``result.json`` (the finished :class:`SplitResult`). Every file is
+``clusters.json`` (member → representative), each leak-search round's hits (``round<N>.m8``, saved in parts of
+20,000 held-out proteins while the round runs) followed by ``progress.json`` (the split after that round), and
+``result.json`` (the finished :class:`SplitResult`). Every file is
 written atomically. The folder is named by :func:`split_key`, a digest of everything the split depends on, so a
 changed input or option starts afresh instead of resuming from a stale state.
 """
@@ -60,16 +61,22 @@ class SplitState:
         self._save("clusters.json", dict(reps))
 
     def round_file(self, n: int) -> Path:
-        """Where round ``n``'s hits go (search into :meth:`partial` first, then :meth:`commit_round`)."""
+        """Round ``n``'s hits, oriented held-out → training."""
         return self.root / f"round{n}.m8"
 
-    def partial(self, n: int) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        return self.root / f"round{n}.m8.part"
+    def chunk_file(self, n: int, i: int) -> Path:
+        """Part ``i`` of round ``n``'s hits (a chunk of its held-out proteins), until the round is done."""
+        return self.root / f"round{n}.part{i}.m8"
 
-    def commit_round(self, n: int) -> Path:
-        os.replace(self.partial(n), self.round_file(n))
-        return self.round_file(n)
+    def partial(self, final: Path) -> Path:
+        """Where ``final`` is written before :meth:`commit` renames it into place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return final.with_name(final.name + ".partial")
+
+    def commit(self, partial: Path) -> Path:
+        final = partial.with_name(partial.name.removesuffix(".partial"))
+        os.replace(partial, final)
+        return final
 
     def progress(self) -> dict[str, Any] | None:
         """``{"rounds", "split", "dropped", "moved", "targets"}`` after the last finished round, or None."""
