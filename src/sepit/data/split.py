@@ -14,7 +14,9 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    Leaks are looked for in the all-vs-all hits, then by searching the held-out proteins against the training
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
    1,000 hits per protein), then the remaining held-out proteins against each round's newly moved proteins, until a
-   round finds none (:func:`search_leaks`).
+   round finds none (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
+   instead (same hits, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits save their progress as they
+   go and resume after an interruption (:mod:`sepit.data.split_state`).
 
 Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over the alignments
 found covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
