@@ -368,6 +368,8 @@ def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[st
     mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
     out = state.partial(state.round_file(n)) if state is not None else tmp / f"round{n}.m8"
     if len(targets) <= TURN_MAX_TARGETS and 20 * len(targets) <= len(queries):
+        log.info("leak search %d turned round: the %d training proteins against the held-out ones", n + 1,
+                 len(targets))
         qa = tmp / f"held{n}.fasta"
         mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
         turned = tool.leak_search(ta, qa, tmp / f"turned{n}.m8", 0.0, max_hits=len(queries))
