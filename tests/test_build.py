@@ -46,7 +46,8 @@ class KmerSearch:
                     out.setdefault(a, []).append(Hit(a, b, j, len(s), 1.0, 1.0, 1e-10, 100 * j))
         return out
 
-    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
+                    max_hits: int | None = None) -> Path:
         write_hits(out, (h for lst in self.search(query_fasta, target_fasta, min_qcov).values() for h in lst))
         return out
 
@@ -266,3 +267,51 @@ def test_build_from_flat_files_fasta_and_real_structure_files(repo_root, tmp_pat
     assert {"function", "location", "keywords", "secondary_structure", "caption"} <= tasks
     captions = [r.answer for r in ds.records(kinds=["caption"]) if r.protein_ids[0] in structured]
     assert any("An experimental structure is available (PDB" in c for c in captions)
+
+
+class KmerClusters(KmerSearch):
+    """:class:`KmerSearch` that also clusters (connected components of its hits); it can die in its Nth leak
+    search, as a build killed after hours would."""
+
+    def __init__(self, die_in: int | None = None) -> None:
+        self.die_in, self.clusterings, self.searches = die_in, 0, 0
+
+    def cluster(self, fasta: Path, identity: float, coverage: float) -> dict[str, str]:
+        from sepit.data.split import clusters_from_hits
+
+        self.clusterings += 1
+        hits = self.search(fasta, fasta, coverage)
+        ids = [ln[1:] for ln in fasta.read_text().split() if ln.startswith(">")]
+        return clusters_from_hits(ids, hits, identity, coverage)
+
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
+                    max_hits: int | None = None) -> Path:
+        self.searches += 1
+        if self.searches == self.die_in:
+            raise KeyboardInterrupt
+        return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+
+
+def test_interrupted_clustered_build_resumes_its_split_and_cleans_up(small_table, tmp_path) -> None:
+    """Killed in the second threshold's leak search, a rebuild of the same output reuses the first threshold's
+    split and the second's clusters (saved beside the output), writes the same dataset as an uninterrupted build,
+    and removes the saved progress."""
+    from sepit.data.build import split_state_dir
+
+    cfg = _cfg(small_table, split=SplitConfig(valid_fraction=0.2, test_fraction=0.2, method="clustered"))
+    ref_tool = KmerClusters()
+    build_dataset(cfg, tmp_path / "ref", tool=ref_tool)
+    assert ref_tool.clusterings == 2 and ref_tool.searches >= 2  # one clustering per threshold (0.3, 0.5)
+    out = tmp_path / "ds"
+    dying = KmerClusters(die_in=ref_tool.searches)  # the last leak search, in the 0.5 split
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(cfg, out, tool=dying)
+    state = split_state_dir(out)
+    assert not out.exists() and len(list(state.glob("0.3-*/result.json"))) == 1
+    assert list(state.glob("0.5-*/clusters.json")) and not list(state.glob("0.5-*/result.json"))
+    resumed = KmerClusters()
+    build_dataset(cfg, out, tool=resumed)
+    assert resumed.clusterings == 0 and resumed.searches == 1  # only the interrupted search is done again
+    assert not state.exists()
+    for f in sorted(p.relative_to(tmp_path / "ref") for p in (tmp_path / "ref").rglob("*") if p.is_file()):
+        assert (out / f).read_bytes() == (tmp_path / "ref" / f).read_bytes(), f

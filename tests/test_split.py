@@ -153,7 +153,7 @@ def test_search_leaks_finds_what_the_clustering_search_missed() -> None:
         tool = FakeClusterTool({}, missed)
         res = search_leaks(base, seqs, set(), tool, hits=known)
         assert res.cluster_of == base.cluster_of and res.method == base.method
-        first_q, first_t = tool.calls[0]
+        first_q, first_t, _ = tool.calls[0]
         assert first_q == {a for a, s in base.split.items() if s != "train"}
         assert first_t == {a for a, s in base.split.items() if s == "train"}
         assert not find_leaks(res.split, {h.query: [h] for h in missed}, 0.3, 0.8)
@@ -210,10 +210,12 @@ class FakeClusterTool:
     def cluster(self, fasta, identity, coverage):
         return dict(self.clusters)
 
-    def leak_search(self, query_fasta, target_fasta, out, min_qcov):
+    def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
         q, t = _fasta_ids(query_fasta), _fasta_ids(target_fasta)
-        self.calls.append((q, t))
-        mmseqs.write_hits(out, (h for h in self.hits if h.query in q and h.target in t))
+        self.calls.append((q, t, max_hits))
+        both = [*self.hits, *(Hit(h.target, h.query, h.identity, h.aln_len, h.tcov, h.qcov, h.evalue, h.bits)
+                              for h in self.hits)]  # found from either side, as MMseqs2 would
+        mmseqs.write_hits(out, (h for h in both if h.query in q and h.target in t))
         return out
 
 
@@ -230,17 +232,22 @@ def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -
             hit("E", "T", 0.6, qcov=0.9, tcov=0.4), hit("P050", "P051", 0.25), hit("P051", "P050", 0.25)]
     # a chain of fragments: P100 ⊂ P101 ⊂ ... ⊂ P109; moving one to train can make the next one leak
     hits += [hit(f"P{i}", f"P{i + 1}", 0.9, qcov=1.0, tcov=0.5) for i in range(100, 109)]
-    dropped_t = moved = rounds = 0
+    dropped_t = moved = rounds = turned = 0
     for seed in range(60):
         tool = FakeClusterTool(clusters, hits)
         res = clustered_split(seqs, {"E"}, 0.3, valid_fraction=0.3, test_fraction=0.3, seed=seed, tool=tool)
         assert res.method == "clustered"
         initial = assign_clusters(res.cluster_of, {"E"}, valid_fraction=0.3, test_fraction=0.3, seed=seed)
-        first_q, first_t = tool.calls[0]
+        first_q, first_t, depth = tool.calls[0]
         assert first_q == {a for a, s in initial.items() if s != "train"}  # held-out candidates ...
         assert first_t == {a for a, s in initial.items() if s == "train"}  # ... against training proteins only
-        for q, t in tool.calls[1:]:  # later rounds: only the newly moved proteins as targets
-            assert t and not t & first_t and all(res.split.get(a) == "train" for a in t)
+        assert depth is None  # the tool's own depth
+        for q, t, depth in tool.calls[1:]:  # later rounds: only the newly moved proteins, ...
+            new = q if depth is not None else t  # ... few of them searched turned round, keeping every hit
+            assert new and not new & first_t and all(res.split.get(a) == "train" for a in new)
+            if depth is not None:
+                assert depth == len(t) and 20 * len(q) <= len(t)
+                turned += 1
         rounds = max(rounds, len(tool.calls))
         held = {a for a, s in res.split.items() if s != "train"}
         for h in hits:  # brute force: no held-out protein keeps a training homolog above the threshold
@@ -254,7 +261,7 @@ def test_clustered_split_searches_held_out_against_train_until_nothing_leaks() -
         assert all(v <= 0.3 for v in res.max_identity.values())
         dropped_t += "T" in res.dropped
         moved += res.moved
-    assert dropped_t > 0 and moved > 0 and rounds >= 3  # both remedies and repeated rounds were exercised
+    assert dropped_t > 0 and moved > 0 and rounds >= 3 and turned > 0  # every path was exercised
 
 
 @pytest.mark.slow
@@ -288,3 +295,88 @@ def test_leak_search_depth_is_its_own_option_from_config_to_mmseqs(monkeypatch, 
     assert calls[1:] and all(depth == 7 for name, depth in calls[1:])  # held-out vs training rounds
     with pytest.raises(ConfigError, match="leak_max_hits"):
         from_dict(DataConfig, {}, ["split.leak_max_hits=0"])
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_clustered_split_resumes_from_its_saved_clusters_and_rounds(tmp_path) -> None:
+    """A split killed during its second leak search goes on from the saved clusters and first round (neither redone,
+    the half-written second round never read) and ends with the result of an uninterrupted split."""
+    from sepit.data.split_state import SplitState
+
+    ids = [f"P{i:03d}" for i in range(120)] + ["E", "T"]
+    seqs = {a: "MKV" for a in ids}
+    clusters = {a: a for a in ids}
+    hits = [hit("E", "T", 0.6, qcov=0.9, tcov=0.4)]
+    hits += [hit(f"P{i}", f"P{i + 1}", 0.9, qcov=1.0, tcov=0.5) for i in range(100, 109)]  # fragment chain: rounds
+    kw = {"valid_fraction": 0.3, "test_fraction": 0.3}
+    for seed in range(100):  # a seed whose split takes three rounds or more
+        ref_tool = FakeClusterTool(clusters, hits)
+        reference = clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=ref_tool, **kw)
+        if len(ref_tool.calls) >= 3:
+            break
+    assert len(ref_tool.calls) >= 3
+
+    class DiesInRound2(FakeClusterTool):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
+            if len(self.calls) == 1:
+                Path(out).write_text("P100\tP101\t0.9\t100\t1.0\t0.5\t1e-20\t200.0\n")  # half a round
+                raise Interrupted
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+
+    state = SplitState(tmp_path / "state")
+    with pytest.raises(Interrupted):
+        clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=DiesInRound2(clusters, hits), state=state, **kw)
+    assert state.clusters() == clusters and state.progress()["rounds"] == 1
+    assert state.round_file(0).is_file() and not state.round_file(1).exists() and state.result() is None
+
+    class NoClustering(FakeClusterTool):
+        def cluster(self, fasta, identity, coverage):
+            raise AssertionError("the clusters were saved: not clustered again")
+
+    resumed_tool = NoClustering(clusters, hits)
+    resumed = clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=resumed_tool, state=state, **kw)
+    assert resumed_tool.calls == ref_tool.calls[1:]  # round 1 not searched again
+    assert resumed == reference
+    done_tool = NoClustering(clusters, hits)
+    assert clustered_split(seqs, {"E"}, 0.3, seed=seed, tool=done_tool, state=state, **kw) == reference
+    assert done_tool.calls == []  # a finished split is read back whole
+
+
+def test_interrupted_leak_search_resumes_from_its_last_saved_part(tmp_path, monkeypatch) -> None:
+    """With a state, a round's held-out proteins are searched in parts, each saved: killed in the third part, the
+    split searches only the parts not done, and the round's hits are the same as one search's."""
+    from sepit.data import split as split_mod
+    from sepit.data.split_state import SplitState
+
+    monkeypatch.setattr(split_mod, "CHUNK_QUERIES", 20)
+    ids = [f"P{i:03d}" for i in range(150)]
+    seqs = {a: "MKV" for a in ids}
+    hits = [hit(f"P{i:03d}", f"P{i + 1:03d}", 0.9, qcov=1.0, tcov=0.5) for i in range(0, 148, 2)]
+    kw = {"valid_fraction": 0.3, "test_fraction": 0.3, "seed": 3}
+    ref_tool = FakeClusterTool({}, hits)
+    reference = clustered_split(seqs, set(), 0.3, tool=ref_tool, **kw)
+    n_held = len(ref_tool.calls[0][0])
+    assert n_held > 40 and reference.moved > 0  # three parts or more in the first round, and leaks found
+
+    class DiesInPart3(FakeClusterTool):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
+            if len(self.calls) == 2:
+                raise Interrupted
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+
+    state = SplitState(tmp_path / "state")
+    dying = DiesInPart3({}, hits)
+    with pytest.raises(Interrupted):
+        clustered_split(seqs, set(), 0.3, tool=dying, state=state, **kw)
+    assert [len(q) for q, _, _ in dying.calls] == [20, 20]
+    assert state.chunk_file(0, 0).is_file() and state.chunk_file(0, 1).is_file()
+    assert not state.chunk_file(0, 2).exists() and state.progress() is None
+    resumed_tool = FakeClusterTool({}, hits)
+    resumed = clustered_split(seqs, set(), 0.3, tool=resumed_tool, state=state, **kw)
+    first_round = [q for q, t, _ in resumed_tool.calls if t == ref_tool.calls[0][1]]
+    assert sum(map(len, first_round)) == n_held - 40  # the two saved parts were not searched again
+    assert resumed == reference
+    assert not list(state.root.glob("round*.part*"))  # the parts became whole rounds

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "  sepit data build -o data/mine --source table.tsv.xz --go-terms go_terms.tsv.xz "
                            "--structures pdb/ --structure-map map.tsv\n"
                            "  sepit data build -o data/big --source big.tsv.gz split.leak_sensitivity=5.7 "
-                           "split.extra_identities=[]   # faster split: less sensitive leak search, 30% only")
+                           "split.extra_identities=[]   # faster split: less sensitive leak search, 30% only\n"
+                           "Above 100,000 proteins the split (hours) saves its progress in .OUT.split-state beside "
+                           "the output:\nan interrupted build resumes there when the same command is run again.")
     p.add_argument("-o", "--output", required=True, help="dataset directory to write (replaced atomically)")
     p.add_argument("--source", action="append", default=[], metavar="FILE",
                    help="protein file: UniProt .dat[.gz]/.xml/.tsv, FASTA or the 2014 GO table (repeatable); "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from sepit.data.split import (
     make_split,
     search_leaks,
 )
+from sepit.data.split_state import SplitState, split_key
 from sepit.data.structures import StructureStore, ca_secondary_structure
 from sepit.errors import InputError
 from sepit.log import get_logger, progress
@@ -189,9 +191,17 @@ def split_method(cfg: DataConfig, n_proteins: int) -> str:
     return m
 
 
-def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool) -> tuple[SplitResult, dict[float, SplitResult]]:
+def split_state_dir(out_dir: str | Path) -> Path:
+    """Where a clustered split saves its progress while ``out_dir`` is built (removed once the build is done)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.split-state"
+
+
+def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool,
+               state_dir: Path) -> tuple[SplitResult, dict[float, SplitResult]]:
     """The active split over all proteins, the extra thresholds over those it kept: from one all-vs-all search, or
-    (large sets) from MMseqs2 clusters plus a search of the held-out proteins, per threshold."""
+    (large sets) from MMseqs2 clusters plus a search of the held-out proteins, per threshold, saving their progress
+    under ``state_dir`` so that an interrupted build resumes (:mod:`sepit.data.split_state`)."""
     seqs = {e.accession: e.sequence for e in inputs.entries}
     eval_ids = frozenset(e.accession for e in inputs.entries if e.split_hint == "eval")
     s = cfg.split
@@ -202,9 +212,17 @@ def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool) -> tuple[Spl
     if method == "clustered":
         if not hasattr(tool, "cluster"):
             raise InputError(None, "split.method=clustered needs a homology tool that clusters (MMseqs2)")
-        active = clustered_split(seqs, eval_ids, s.identity, tool=tool, **kw)  # type: ignore[arg-type]
+        options = {**kw, **{k: getattr(s, k) for k in ("sensitivity", "leak_sensitivity", "leak_max_hits")}}
+
+        def state(t: float, proteins: dict[str, str]) -> SplitState:
+            key = split_key(proteins, eval_ids, {**options, "identity": t})
+            return SplitState(state_dir / f"{t:g}-{key[:16]}")
+
+        active = clustered_split(seqs, eval_ids, s.identity, tool=tool,  # type: ignore[arg-type]
+                                 state=state(s.identity, seqs), **kw)
         kept = {a: seqs[a] for a in active.split}
-        extra = {t: clustered_split(kept, eval_ids, t, tool=tool, **kw)  # type: ignore[arg-type]
+        extra = {t: clustered_split(kept, eval_ids, t, tool=tool,  # type: ignore[arg-type]
+                                    state=state(t, kept), **kw)
                  for t in s.extra_identities if t != s.identity}
         return active, extra
     hits = all_vs_all(seqs, s.coverage, tool)
@@ -292,7 +310,10 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
     log.info("read %d proteins (%d with a structure); %s", len(inputs.entries), len(inputs.store),
              inputs.skips.summary())
     t_read = time.perf_counter()
-    active, extra = _split_all(inputs, cfg, tool)
+    state_dir = split_state_dir(out_dir)
+    if state_dir.is_dir():
+        log.info("found the split progress of an earlier, interrupted build of %s: %s", out_dir, state_dir)
+    active, extra = _split_all(inputs, cfg, tool, state_dir)
     t_split = time.perf_counter()
     for acc, why in sorted(active.dropped.items()):
         inputs.skips.add(f"dropped from split: {why}", acc)
@@ -343,6 +364,7 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
                              proteins_per_split, writers, templates.source, len(out_store))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
                                            encoding="utf-8")
+    shutil.rmtree(state_dir, ignore_errors=True)  # the dataset is in place: its split's progress is not needed
     t_end = time.perf_counter()
     log.info("wrote %s: %s proteins, %s records (%.1fs: read %.1fs, split %.1fs, write %.1fs)", out_dir,
              dict(proteins_per_split), dict(records_per_split), t_end - t0, t_read - t0, t_split - t_read,

@@ -14,7 +14,9 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    Leaks are looked for in the all-vs-all hits, then by searching the held-out proteins against the training
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
    1,000 hits per protein), then the remaining held-out proteins against each round's newly moved proteins, until a
-   round finds none (:func:`search_leaks`).
+   round finds none (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
+   instead (same hits, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits save their progress as they
+   go and resume after an interruption (:mod:`sepit.data.split_state`).
 
 Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over the alignments
 found covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
@@ -27,6 +29,7 @@ pairs (``benchmarks/bench_data.py --check`` measures how many on a sample)."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -34,6 +37,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
+from sepit.data.split_state import SplitState
 from sepit.log import get_logger
 from sepit.tools import mmseqs
 from sepit.tools.mmseqs import Hit
@@ -41,13 +45,21 @@ from sepit.tools.mmseqs import Hit
 log = get_logger(__name__)
 SPLITS = ("train", "valid", "test")
 MAX_ROUNDS = 100
+# A leak-search round with at most this many new training proteins, and 20× as many held-out ones, is searched
+# turned round: at -s 7.5 a query's cost is mostly its own similar k-mers, whatever the targets (on the full 2014
+# set, 85,366 held-out proteins against 28 took 33 min). Turned round, each training protein keeps every hit.
+TURN_MAX_TARGETS = 1000
+CHUNK_QUERIES = 20_000  # held-out proteins per saved part of a resumable leak search (~25 min each on 2 cores)
 
 
 class LeakSearch(Protocol):
-    """The search that decides leaks: held-out proteins against training proteins, hits written to ``out``
-    (MMseqs2 tab format, :func:`sepit.tools.mmseqs.read_hits`), those covering ≥ ``min_qcov`` of the query."""
+    """The search that decides leaks: held-out proteins against training proteins (or, turned round, a few training
+    proteins against the held-out ones), hits written to ``out`` (MMseqs2 tab format,
+    :func:`sepit.tools.mmseqs.read_hits`), those covering ≥ ``min_qcov`` of the query; ``max_hits`` per query
+    (None: the tool's own depth)."""
 
-    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path: ...
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
+                    max_hits: int | None = None) -> Path: ...
 
 
 class HomologyTool(LeakSearch, Protocol):
@@ -76,9 +88,10 @@ class MMseqsTool:
         return mmseqs.cluster(fasta, identity, coverage=coverage, cov_mode=0, cluster_mode=1,
                               sensitivity=self.sensitivity, threads=self.threads, tmp_dir=self.tmp_dir)
 
-    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float) -> Path:
+    def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
+                    max_hits: int | None = None) -> Path:
         return mmseqs.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov,
-                                     sensitivity=self.leak_sensitivity, max_seqs=self.leak_max_hits,
+                                     sensitivity=self.leak_sensitivity, max_seqs=max_hits or self.leak_max_hits,
                                      threads=self.threads, tmp_dir=self.tmp_dir)
 
 
@@ -174,13 +187,17 @@ def find_leaks(split: Mapping[str, str], hits: Mapping[str, list[Hit]], identity
     return out
 
 
+def _turn(h: Hit) -> Hit:
+    """The same alignment seen from the target's side."""
+    return Hit(h.target, h.query, h.identity, h.aln_len, h.tcov, h.qcov, h.evalue, h.bits)
+
+
 def _reverse(hits: Mapping[str, list[Hit]]) -> dict[str, list[Hit]]:
     """Hits seen from the target's side (a search is not symmetric: A→B may be found when B→A is not)."""
     out: dict[str, list[Hit]] = {}
-    for q, lst in hits.items():
+    for lst in hits.values():
         for h in lst:
-            out.setdefault(h.target, []).append(Hit(h.target, q, h.identity, h.aln_len, h.tcov, h.qcov, h.evalue,
-                                                    h.bits))
+            out.setdefault(h.target, []).append(_turn(h))
     return out
 
 
@@ -249,17 +266,30 @@ class LargeHomologyTool(LeakSearch, Protocol):
 
 def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str], identity: float, *,
                     coverage: float = 0.8, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
-                    tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None) -> SplitResult:
+                    tool: LargeHomologyTool | None = None, work_dir: str | Path | None = None,
+                    state: SplitState | None = None) -> SplitResult:
     """Split ``sequences`` at one threshold without an all-vs-all search (see the module docstring): MMseqs2
     clusters → :func:`assign_clusters` → :func:`search_leaks`. Memory stays at the proteins plus the hits above
-    ``identity``; the searches' hits stream from temp files."""
+    ``identity``; the searches' hits stream from temp files. With ``state``, the clusters and each leak-search round
+    are saved there as they finish, and a call after an interruption resumes from them
+    (:mod:`sepit.data.split_state`)."""
     tool = tool or MMseqsTool()
+    if state is not None and (done := state.result()) is not None:
+        log.info("identity %.2f: split done before, read from %s", identity, state.root)
+        return SplitResult(**done)
     ids = sorted(sequences)
-    with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
-        fa = Path(tmp) / "all.fasta"
-        mmseqs.write_fasta(((a, sequences[a]) for a in ids), fa)
-        log.info("clustering %d proteins at %.2f identity, %.2f coverage (MMseqs2)", len(ids), identity, coverage)
-        reps = tool.cluster(fa, identity, coverage)
+    reps = None
+    if state is not None and (reps := state.clusters()) is not None:
+        log.info("identity %.2f: clusters from %s (an earlier, interrupted build)", identity, state.root)
+    if reps is None:
+        with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
+            fa = Path(tmp) / "all.fasta"
+            mmseqs.write_fasta(((a, sequences[a]) for a in ids), fa)
+            log.info("clustering %d proteins at %.2f identity, %.2f coverage (MMseqs2)", len(ids), identity,
+                     coverage)
+            reps = tool.cluster(fa, identity, coverage)
+        if state is not None:
+            state.save_clusters(reps)
     members: dict[str, list[str]] = {}
     for a in ids:  # a protein the tool left out is a cluster of its own
         members.setdefault(reps.get(a, a), []).append(a)
@@ -269,35 +299,41 @@ def clustered_split(sequences: Mapping[str, str], eval_ids: set[str] | frozenset
     log.info("identity %.2f: %d clusters; %s before the leak search", identity, len(members), split_counts(split))
     res = SplitResult(identity=identity, coverage=coverage, split=split, max_identity={}, cluster_of=cluster_of,
                       method="clustered")
-    return search_leaks(res, sequences, eval_ids, tool, work_dir=work_dir)
+    return search_leaks(res, sequences, eval_ids, tool, work_dir=work_dir, state=state)
 
 
 def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[str] | frozenset[str],
                  tool: LeakSearch, *, hits: Mapping[str, list[Hit]] | None = None,
-                 work_dir: str | Path | None = None) -> SplitResult:
+                 work_dir: str | Path | None = None, state: SplitState | None = None) -> SplitResult:
     """Step 3 of the module docstring by search: held-out proteins searched against the training proteins
     (``tool.leak_search``, more sensitive than the clustering), leaks resolved, then the remaining held-out proteins
     searched against each round's newly moved proteins, until a round finds none. ``hits`` (e.g. the all-vs-all
-    search that made the clusters) count too. → a new result; ``max_identity`` from every search."""
+    search that made the clusters) count too. → a new result; ``max_identity`` from every search. With ``state``,
+    each round's hits and the split after it are saved there, and a call after an interruption goes on from the
+    last finished round (the result is the same)."""
     t, c = res.identity, res.coverage
     split, dropped, moved = dict(res.split), dict(res.dropped), res.moved
     known = _both(hits or {}, set(split))
     strong = {q: [h for h in lst if h.identity > t and h.qcov >= c] for q, lst in known.items()}
     ids = sorted(split)
-    queries = [a for a in ids if split[a] != "train"]
     targets = [a for a in ids if split[a] == "train"]
+    files: list[Path] = []
+    if state is not None and (saved := state.progress()) is not None:
+        split, dropped, moved, targets = saved["split"], saved["dropped"], saved["moved"], saved["targets"]
+        files = [state.round_file(n) for n in range(saved["rounds"])]
+        log.info("identity %.2f: %d leak-search rounds done before, read from %s", t, len(files), state.root)
+        for h in chain.from_iterable(mmseqs.read_hits(f) for f in files):
+            if h.query != h.target and h.qcov >= c and h.identity > t:
+                strong.setdefault(h.query, []).append(h)
+    queries = [a for a in ids if split.get(a, "train") != "train"]
     with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
         # Held-out proteins are searched against training proteins only, so that a large held-out cluster cannot
         # fill a query's hit list with its own members and hide a training homolog.
-        files: list[Path] = []
         while queries and targets:
             n = len(files)
             log.info("identity %.2f, leak search %d: %d held-out proteins against %d training proteins", t, n + 1,
                      len(queries), len(targets))
-            qa, ta = Path(tmp) / f"held{n}.fasta", Path(tmp) / f"train{n}.fasta"
-            mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
-            mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
-            files.append(tool.leak_search(qa, ta, Path(tmp) / f"round{n}.m8", c))
+            files.append(_search_round(tool, n, queries, targets, sequences, c, Path(tmp), state))
             for h in mmseqs.read_hits(files[-1]):
                 if h.query != h.target and h.qcov >= c and h.identity > t:
                     strong.setdefault(h.query, []).append(h)
@@ -307,13 +343,64 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
             moved += more_moved
             targets = [a for a in ids if split.get(a) == "train" and before[a] != "train"]
             queries = [a for a in ids if split.get(a, "train") != "train"]
+            if state is not None:
+                state.save_progress(len(files), split, dropped, moved, targets)
         max_id = {a: 0.0 for a, s in split.items() if s != "train"}
         for h in chain((h for lst in known.values() for h in lst), *(mmseqs.read_hits(f) for f in files)):
             if h.query in max_id and h.qcov >= c and split.get(h.target) == "train":
                 max_id[h.query] = max(max_id[h.query], h.identity)
     log.info("identity %.2f: %s; %d held-out proteins moved to train, %d training homologs of eval proteins "
              "dropped", t, split_counts(split), moved, len(dropped))
-    return replace(res, split=split, max_identity=max_id, dropped=dropped, moved=moved)
+    out = replace(res, split=split, max_identity=max_id, dropped=dropped, moved=moved)
+    if state is not None:
+        state.save_result(out)
+    return out
+
+
+def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[str], sequences: Mapping[str, str],
+                  coverage: float, tmp: Path, state: SplitState | None) -> Path:
+    """Leak-search round ``n``: ``queries`` (held out) against ``targets`` (training) → the hits file, oriented
+    held-out → training, covering ≥ ``coverage`` of the held-out protein. Few targets are searched turned round
+    (:data:`TURN_MAX_TARGETS`). With a ``state``, the queries go in chunks of :data:`CHUNK_QUERIES`, each saved as
+    it finishes, so that an interrupted round resumes from its last chunk; every file is searched into a ``.part``
+    first, never read half-written."""
+    ta = tmp / f"train{n}.fasta"
+    mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
+    out = state.partial(state.round_file(n)) if state is not None else tmp / f"round{n}.m8"
+    if len(targets) <= TURN_MAX_TARGETS and 20 * len(targets) <= len(queries):
+        log.info("leak search %d turned round: the %d training proteins against the held-out ones", n + 1,
+                 len(targets))
+        qa = tmp / f"held{n}.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
+        turned = tool.leak_search(ta, qa, tmp / f"turned{n}.m8", 0.0, max_hits=len(queries))
+        mmseqs.write_hits(out, (h for h in map(_turn, mmseqs.read_hits(turned)) if h.qcov >= coverage))
+        return state.commit(out) if state is not None else out
+    size = CHUNK_QUERIES if state is not None else len(queries)
+    chunks = [queries[i:i + size] for i in range(0, len(queries), size)]
+    parts: list[Path] = []
+    for i, chunk in enumerate(chunks):
+        part = state.chunk_file(n, i) if state is not None else out
+        parts.append(part)
+        if part.is_file() and state is not None:
+            log.info("leak search %d, part %d of %d: done before, read from %s", n + 1, i + 1, len(chunks), part)
+            continue
+        if len(chunks) > 1:
+            log.info("leak search %d, part %d of %d: %d held-out proteins", n + 1, i + 1, len(chunks), len(chunk))
+        qa = tmp / f"held{n}.{i}.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in chunk), qa)
+        if state is None:
+            return tool.leak_search(qa, ta, out, coverage)
+        tool.leak_search(qa, ta, state.partial(part), coverage)
+        state.commit(state.partial(part))
+    assert state is not None  # without one, the single chunk returned above
+    with open(out, "w", encoding="utf-8") as dst:  # the chunks become the round's one file
+        for part in parts:
+            with open(part, encoding="utf-8") as src:
+                shutil.copyfileobj(src, dst)
+    done = state.commit(out)
+    for part in parts:
+        part.unlink()
+    return done
 
 
 def split_counts(split: Mapping[str, str]) -> dict[str, int]:
