@@ -15,7 +15,7 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
    1,000 hits per protein), then the remaining held-out proteins against each round's newly moved proteins, until a
    round finds none (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
-   instead (same hits, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits save their progress as they
+   instead (the same search from the other side, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits save their progress as they
    go and resume after an interruption (:mod:`sepit.data.split_state`).
 
 Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over the alignments
@@ -47,7 +47,8 @@ SPLITS = ("train", "valid", "test")
 MAX_ROUNDS = 100
 # A leak-search round with at most this many new training proteins, and 20× as many held-out ones, is searched
 # turned round: at -s 7.5 a query's cost is mostly its own similar k-mers, whatever the targets (on the full 2014
-# set, 85,366 held-out proteins against 28 took 33 min). Turned round, each training protein keeps every hit.
+# set, 85,366 held-out proteins against 28 took 33 min; 10,000 of them against 28 others: 202 s, turned round 5.5 s,
+# docs/benchmarks.md 4a). Turned round, each training protein keeps every hit.
 TURN_MAX_TARGETS = 1000
 CHUNK_QUERIES = 20_000  # held-out proteins per saved part of a resumable leak search (~25 min each on 2 cores)
 
