@@ -15,8 +15,8 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
    1,000 hits per protein), then the remaining held-out proteins against each round's newly moved proteins, until a
    round finds none (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
-   instead (the same search from the other side, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits save their progress as they
-   go and resume after an interruption (:mod:`sepit.data.split_state`).
+   instead (the same search from the other side, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits
+   save their progress as they go and resume after an interruption (:mod:`sepit.data.split_state`).
 
 Each held-out protein's ``max_identity_to_train`` is its highest identity to a training protein over the alignments
 found covering ≥ ``c`` of it (0.0 without one), so ``max_identity_to_train <= t`` for every held-out protein.
@@ -323,9 +323,8 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
         split, dropped, moved, targets = saved["split"], saved["dropped"], saved["moved"], saved["targets"]
         files = [state.round_file(n) for n in range(saved["rounds"])]
         log.info("identity %.2f: %d leak-search rounds done before, read from %s", t, len(files), state.root)
-        for h in chain.from_iterable(mmseqs.read_hits(f) for f in files):
-            if h.query != h.target and h.qcov >= c and h.identity > t:
-                strong.setdefault(h.query, []).append(h)
+        for f in files:
+            _add_leak_hits(strong, f, t, c)
     queries = [a for a in ids if split.get(a, "train") != "train"]
     with tempfile.TemporaryDirectory(prefix="sepit-split-", dir=work_dir) as tmp:
         # Held-out proteins are searched against training proteins only, so that a large held-out cluster cannot
@@ -335,9 +334,7 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
             log.info("identity %.2f, leak search %d: %d held-out proteins against %d training proteins", t, n + 1,
                      len(queries), len(targets))
             files.append(_search_round(tool, n, queries, targets, sequences, c, Path(tmp), state))
-            for h in mmseqs.read_hits(files[-1]):
-                if h.query != h.target and h.qcov >= c and h.identity > t:
-                    strong.setdefault(h.query, []).append(h)
+            _add_leak_hits(strong, files[-1], t, c)
             before = dict(split)
             split, more_dropped, more_moved = resolve_leaks(split, res.cluster_of, eval_ids, strong, t, c)
             dropped.update(more_dropped)
@@ -358,13 +355,20 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
     return out
 
 
+def _add_leak_hits(strong: dict[str, list[Hit]], hits_file: Path, identity: float, coverage: float) -> None:
+    """Add the hits of ``hits_file`` above ``identity`` covering ≥ ``coverage`` of the query to ``strong``."""
+    for h in mmseqs.read_hits(hits_file):
+        if h.query != h.target and h.qcov >= coverage and h.identity > identity:
+            strong.setdefault(h.query, []).append(h)
+
+
 def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[str], sequences: Mapping[str, str],
                   coverage: float, tmp: Path, state: SplitState | None) -> Path:
     """Leak-search round ``n``: ``queries`` (held out) against ``targets`` (training) → the hits file, oriented
     held-out → training, covering ≥ ``coverage`` of the held-out protein. Few targets are searched turned round
     (:data:`TURN_MAX_TARGETS`). With a ``state``, the queries go in chunks of :data:`CHUNK_QUERIES`, each saved as
-    it finishes, so that an interrupted round resumes from its last chunk; every file is searched into a ``.part``
-    first, never read half-written."""
+    it finishes, so that an interrupted round resumes from its last chunk; every file is searched into a
+    ``.partial`` first, never read half-written."""
     ta = tmp / f"train{n}.fasta"
     mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
     out = state.partial(state.round_file(n)) if state is not None else tmp / f"round{n}.m8"
@@ -376,24 +380,21 @@ def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[st
         turned = tool.leak_search(ta, qa, tmp / f"turned{n}.m8", 0.0, max_hits=len(queries))
         mmseqs.write_hits(out, (h for h in map(_turn, mmseqs.read_hits(turned)) if h.qcov >= coverage))
         return state.commit(out) if state is not None else out
-    size = CHUNK_QUERIES if state is not None else len(queries)
-    chunks = [queries[i:i + size] for i in range(0, len(queries), size)]
-    parts: list[Path] = []
-    for i, chunk in enumerate(chunks):
-        part = state.chunk_file(n, i) if state is not None else out
-        parts.append(part)
-        if part.is_file() and state is not None:
+    if state is None:
+        qa = tmp / f"held{n}.fasta"
+        mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
+        return tool.leak_search(qa, ta, out, coverage)
+    chunks = [queries[i:i + CHUNK_QUERIES] for i in range(0, len(queries), CHUNK_QUERIES)]
+    parts = [state.chunk_file(n, i) for i in range(len(chunks))]
+    for i, (chunk, part) in enumerate(zip(chunks, parts)):
+        if part.is_file():
             log.info("leak search %d, part %d of %d: done before, read from %s", n + 1, i + 1, len(chunks), part)
             continue
         if len(chunks) > 1:
             log.info("leak search %d, part %d of %d: %d held-out proteins", n + 1, i + 1, len(chunks), len(chunk))
         qa = tmp / f"held{n}.{i}.fasta"
         mmseqs.write_fasta(((a, sequences[a]) for a in chunk), qa)
-        if state is None:
-            return tool.leak_search(qa, ta, out, coverage)
-        tool.leak_search(qa, ta, state.partial(part), coverage)
-        state.commit(state.partial(part))
-    assert state is not None  # without one, the single chunk returned above
+        state.commit(tool.leak_search(qa, ta, state.partial(part), coverage))
     with open(out, "w", encoding="utf-8") as dst:  # the chunks become the round's one file
         for part in parts:
             with open(part, encoding="utf-8") as src:
