@@ -4,8 +4,8 @@ and two gloo processes match one process with the same global batch."""
 from __future__ import annotations
 
 import os
-import socket
 
+import _distributed
 import numpy as np
 import pytest
 import torch
@@ -135,30 +135,18 @@ def test_dry_run_prints_plan(tmp_path) -> None:
     assert "trainable" in plan["trainable"] and not (tmp_path / "metrics.jsonl").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
+def _worker(rank: int, port: int, out: str) -> None:
+    _distributed.join(rank, port)
     res = train(cfg_for(1, out, batch_size=2, grad_accum=1, max_steps=3, save_every=100), items=make_items(),
                 model=build_model(tiny()))
     if rank == 0:
         torch.save({"losses": res.losses}, os.path.join(out, "losses.pt"))
-    from sepit.train.distributed import cleanup
-
-    cleanup()
+    _distributed.leave()
 
 
 def test_two_gloo_processes_match_one_process(tmp_path) -> None:
-    import torch.multiprocessing as mp
-
     two = tmp_path / "two"
-    mp.spawn(_worker, args=(2, _free_port(), str(two)), nprocs=2, join=True)
+    _distributed.spawn(_worker, str(two))
     one = train(cfg_for(1, tmp_path / "one", batch_size=4, grad_accum=1, max_steps=3, save_every=100),
                 items=make_items(), model=build_model(tiny()))
     two_losses = torch.load(two / "losses.pt")["losses"]

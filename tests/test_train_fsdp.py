@@ -8,11 +8,13 @@ import json
 import math
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from _distributed import join as _join
+from _distributed import leave as _leave
+from _distributed import spawn as _spawn
 from safetensors import safe_open
 from safetensors.torch import load_file
 from test_train import cfg_for, make_items
@@ -23,30 +25,6 @@ from sepit.train.loop import train
 from sepit.train.stages import StageRunner
 
 FSDP = DistributedSection(strategy="fsdp")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(fn, *args) -> None:
-    import torch.multiprocessing as mp
-
-    mp.spawn(fn, args=(_free_port(), *args), nprocs=2, join=True)
-
-
-def _join(rank: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-
-
-def _leave() -> None:
-    from sepit.train.distributed import cleanup
-
-    cleanup()
 
 
 def _dump(path: Path, losses: list[float]) -> None:
@@ -234,18 +212,32 @@ def _nan_worker(rank: int, port: int, out: str) -> None:
 
 def test_nan_on_one_process_stops_every_process(tmp_path) -> None:
     """A NaN on one rank stops all ranks at the same step (none left waiting in a collective), naming the checkpoint."""
-    import time
-
-    import torch.multiprocessing as mp
-
-    ctx = mp.start_processes(_nan_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=False,
-                             start_method="spawn")
-    deadline = time.monotonic() + 300
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("a process hung after another one saw a NaN loss")
+    _spawn(_nan_worker, str(tmp_path))
     for rank in (0, 1):
         msg = (tmp_path / f"rank{rank}.txt").read_text()
         assert "at step 3" in msg and "step-0000002" in msg, (rank, msg)
+
+
+def test_torchrun_runs_the_cli_and_exits_cleanly(tmp_path) -> None:
+    """``torchrun --nproc_per_node 2 -m sepit.cli train ...`` (the documented command) trains, prints its result once
+    (not once per process) and exits cleanly: exit code 0, no abort message from either process."""
+    import subprocess
+    import sys
+
+    from test_build import KmerSearch, _cfg, _table_rows
+
+    from sepit.data.build import build_dataset
+
+    header, rows = _table_rows(40)
+    table = tmp_path / "table.tsv"
+    table.write_text(header + "".join(rows))
+    build_dataset(_cfg(table), tmp_path / "data", tool=KmerSearch())
+    config = Path(__file__).resolve().parents[1] / "src/sepit/configs/train/stage1_tiny.yaml"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sepit.cli",
+                          "train", str(config), f"data.dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}",
+                          "max_steps=2", "distributed.strategy=fsdp"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("done: 2 steps") == 1, run.stdout
+    assert "terminate called" not in run.stderr and "NOT been destroyed" not in run.stderr, run.stderr[-3000:]
+    assert (tmp_path / "run" / "final").is_dir()

@@ -27,10 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from sepit.config import load_config
     from sepit.train.config import TrainConfig
+    from sepit.train.distributed import cleanup, is_main
     from sepit.train.loop import train
 
     cfg = load_config(args.config, TrainConfig, args.overrides)
     result = train(cfg, resume=args.resume, dry_run=args.dry_run)
+    main = is_main()  # print once, not once per process
+    # Under torchrun, leave the process group before exit (else gloo/NCCL may abort at interpreter exit). Only after
+    # success, as torchtitan does: after an error another process may still sit in a collective, and destroying the
+    # group then can hang; torchrun stops the other processes when this one exits with an error.
+    cleanup()
+    if not main:
+        return 0
     if args.dry_run:
         trainable = result.pop("trainable")
         print(json.dumps(result, indent=2))
