@@ -20,11 +20,12 @@ _ROOT = "sepit"
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Configure the ``sepit`` logger once: ``[sepit] message`` lines on stderr."""
+    """Configure the ``sepit`` logger once: ``2026-11-28 15:55:02 [sepit.data.split] message`` lines on stderr (the
+    time, so that a log of a long build or training run says when each phase began)."""
     root = logging.getLogger(_ROOT)
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(name)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
