@@ -57,7 +57,8 @@ spec = json.loads(sys.argv[1])
 split = SplitConfig(threads=spec.pop("threads"), **spec.pop("split"))
 timings = {}
 peak = {"mmseqs": 0.0}
-def sample():  # MMseqs2's own RSS, summed over its processes (getrusage's children figure counts forked Python pages)
+def sample():  # the search tools' own RSS (MMseqs2, DIAMOND), summed over their processes (getrusage's children
+    # figure counts forked Python pages)
     while True:
         total = 0
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -66,7 +67,7 @@ def sample():  # MMseqs2's own RSS, summed over its processes (getrusage's child
                     st = f.read()
             except OSError:
                 continue
-            if st.startswith("Name:\tmmseqs"):
+            if st.startswith(("Name:\tmmseqs", "Name:\tdiamond")):
                 total += int(next((ln.split()[1] for ln in st.splitlines() if ln.startswith("VmRSS:")), 0))
         peak["mmseqs"] = max(peak["mmseqs"], total / 1024)
         time.sleep(0.5)
@@ -163,9 +164,12 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shared", type=Path, default=Path("/work/shared/data"))
     ap.add_argument("--keep", type=Path, help="keep the built datasets under this folder")
+    ap.add_argument("--split", default="{}",
+                    help="split options of every build, as JSON, e.g. '{\"leak_tool\": \"diamond\"}'; default: the "
+                         "builder's defaults")
     ap.add_argument("--full-split", default="{}",
                     help="split options of the full build, as JSON, e.g. '{\"sensitivity\": 4, \"max_hits\": 100, "
-                         "\"extra_identities\": []}' (faster, less sensitive); default: the builder's defaults")
+                         "\"extra_identities\": []}' (faster, less sensitive), over --split's")
     ap.add_argument("--check", type=int, default=2000, metavar="N",
                     help="leak check of each build: N sampled held-out proteins searched again against the training "
                          f"split (MMseqs2 -s 7.5, {CHECK_HITS} hits per query; 0: skip)")
@@ -177,10 +181,14 @@ def main() -> int:
             print(line)
         return 0
     results = []
+    split = json.loads(args.split)
+    if split:
+        print(f"split options: {split}")
     with tempfile.TemporaryDirectory(prefix="sepit-bench-") as tmp:
         root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "default"):
-            results.append(run("embedded default", {}, args.threads, root / "default"))
+            results.append(run("embedded default", {}, args.threads, root / "default", split))
         structures = Path(tmp) / "structures"
         if args.only in (None, "50k", "full"):
             with tarfile.open(args.shared / "structures" / "structures_real_pdb.tar.xz") as tar:
@@ -191,22 +199,22 @@ def main() -> int:
                       "structure_map": str(args.shared / "structures" / "structure_chains_to_sprot2014.tsv.xz")}
         if args.only in (None, "50k"):
             cfg = {"sources": [str(sp / "sprot2014_go_50k.tsv.xz")], **shared_cfg}
-            results.append(run("shared 50k + 630 structures", cfg, args.threads, root / "sprot50k"))
+            results.append(run("shared 50k + 630 structures", cfg, args.threads, root / "sprot50k", split))
         if args.only == "full":
             table = root / "sprot2014_full.tsv.gz"
             conv = convert(table, sp / "sprot2014_go_50k.tsv.xz")
             print(f"import-metastudent: {conv['counts']['proteins']} proteins ({conv['counts']['eval']} eval) in "
                   f"{conv['seconds']:.1f} s, peak RSS {conv['rss_mb']:.0f} MB, {table.stat().st_size / 1e6:.0f} MB")
             cfg = {"sources": [str(table)], **shared_cfg}
-            split = json.loads(args.full_split)
-            print(f"full build split options: {split}")
-            results.append(run("full 516k + 630 structures", cfg, args.threads, root / "sprot_full", split))
+            full = {**split, **json.loads(args.full_split)}
+            print(f"full build split options: {full}")
+            results.append(run("full 516k + 630 structures", cfg, args.threads, root / "sprot_full", full))
         if args.check:
             for r in results:
                 r["check"] = leak_check(Path(r["out"]), args.check, args.threads)
     print(f"\nsepit data build benchmark ({args.threads} threads, {os.cpu_count()} CPUs visible)\n")
     head = ["dataset", "proteins", "structures", "records", "read s", "split s", "write s", "total s",
-            "proteins/s", "peak RSS MB", "mmseqs RSS MB", "disk MB"]
+            "proteins/s", "peak RSS MB", "search RSS MB", "disk MB"]
     rows = []
     for r in results:
         n = sum(r["counts"]["proteins"].values())

@@ -42,10 +42,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$PY" -c 'import s
   echo "$want" > "$stamp"
 fi
 
-# 4. System tools through apt-get when missing (MMseqs2 for homology splits/baselines, WordNet for METEOR,
-#    Chromium for the web test).
+# 4. System tools through apt-get when missing (MMseqs2 for homology splits/baselines, DIAMOND for the split's
+#    optional fast leak search, WordNet for METEOR, Chromium for the web test).
 need_pkgs=()
 command -v mmseqs >/dev/null || need_pkgs+=(mmseqs2)
+command -v diamond >/dev/null || need_pkgs+=(diamond-aligner)
 [ -f /usr/share/wordnet/data.noun ] || need_pkgs+=(wordnet-base)
 [ -f /usr/share/wordnet/index.sense ] || need_pkgs+=(wordnet-sense-index)
 # Headless Chromium + driver for the web page's end-to-end test (tests/test_web_e2e.py); SEPIT_SKIP_BROWSER=1 skips.

@@ -46,7 +46,7 @@ from sepit.data.structures import StructureStore, ca_secondary_structure
 from sepit.errors import InputError
 from sepit.log import get_logger, progress
 from sepit.paths import resources_dir
-from sepit.tools import mmseqs
+from sepit.tools import diamond, mmseqs
 
 log = get_logger(__name__)
 FORMAT = "sepit-instructions"
@@ -191,6 +191,12 @@ def split_method(cfg: DataConfig, n_proteins: int) -> str:
     return m
 
 
+def leak_tool_of(cfg: DataConfig, method: str) -> str:
+    """``mmseqs`` or ``diamond``: ``split.leak_tool``, with ``auto`` → DIAMOND for the ``clustered`` method."""
+    t = cfg.split.leak_tool
+    return t if t != "auto" else ("diamond" if method == "clustered" else "mmseqs")
+
+
 def split_state_dir(out_dir: str | Path) -> Path:
     """Where a clustered split saves its progress while ``out_dir`` is built (removed once the build is done)."""
     out_dir = Path(out_dir)
@@ -208,11 +214,17 @@ def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool,
     kw = {"coverage": s.coverage, "valid_fraction": s.valid_fraction, "test_fraction": s.test_fraction,
           "seed": cfg.seed}
     method = split_method(cfg, len(seqs))
-    log.info("split method: %s (%d proteins)", method, len(seqs))
+    leak_tool = leak_tool_of(cfg, method)
+    if isinstance(tool, MMseqsTool):
+        tool = replace(tool, leak_tool=leak_tool)
+    log.info("split method: %s (%d proteins), leak searches by %s", method, len(seqs),
+             "DIAMOND" if leak_tool == "diamond" else "MMseqs2")
     if method == "clustered":
         if not hasattr(tool, "cluster"):
             raise InputError(None, "split.method=clustered needs a homology tool that clusters (MMseqs2)")
         options = {**kw, **{k: getattr(s, k) for k in ("sensitivity", "leak_sensitivity", "leak_max_hits")}}
+        if leak_tool != "mmseqs":  # (so that the states of earlier MMseqs2 splits keep their keys)
+            options["leak_tool"] = leak_tool
 
         def state(t: float, proteins: dict[str, str]) -> SplitState:
             key = split_key(proteins, eval_ids, {**options, "identity": t})
@@ -259,12 +271,17 @@ class _ShardWriter:
             self._f = None
 
 
-def _versions() -> dict[str, str]:
+def _versions(leak_tool: str) -> dict[str, str]:
     v = {"sepit": __version__, "python": platform.python_version(), "numpy": np.__version__}
     try:
         v["mmseqs"] = mmseqs.version()
     except Exception:  # noqa: BLE001 - a custom homology tool may stand in for mmseqs
         v["mmseqs"] = "unavailable"
+    if leak_tool == "diamond":
+        try:
+            v["diamond"] = diamond.version().removeprefix("diamond version ")
+        except Exception:  # noqa: BLE001 - as above
+            v["diamond"] = "unavailable"
     return v
 
 
@@ -379,16 +396,19 @@ def _manifest(cfg: DataConfig, inputs: Inputs, active: SplitResult, extra: dict[
               by_task: dict[str, dict[str, dict[str, int]]], answers: dict[str, Counter[str]],
               no_negative: Counter[str], records_per_split: Counter[str], proteins_per_split: Counter[str],
               writers: dict[str, _ShardWriter], templates_path: str, n_structures: int) -> dict[str, Any]:
+    leak_tool = leak_tool_of(cfg, split_method(cfg, len(inputs.entries)))
+
     def split_summary(r: SplitResult) -> dict[str, Any]:
         held = list(r.max_identity.values())
-        return {"identity": r.identity, "coverage": r.coverage, "method": r.method, "clusters": r.n_clusters,
+        return {"identity": r.identity, "coverage": r.coverage, "method": r.method, "leak_search": leak_tool,
+                "clusters": r.n_clusters,
                 "proteins": r.counts(), "dropped": len(r.dropped), "moved_to_train": r.moved,
                 "max_identity_to_train": {"max": round(max(held, default=0.0), 4),
                                           "mean": round(float(np.mean(held)) if held else 0.0, 4)}}
 
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "versions": _versions(),
+        "versions": _versions(leak_tool),
         "seed": cfg.seed,
         "config": to_dict(cfg),
         "sources": inputs.sources,

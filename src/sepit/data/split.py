@@ -13,8 +13,9 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    cluster moves to train. A cluster holding an eval protein cannot move: its training homologs are dropped instead.
    Leaks are looked for in the all-vs-all hits, then by searching the held-out proteins against the training
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
-   1,000 hits per protein), then the remaining held-out proteins against each round's newly moved proteins, until a
-   round finds none (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
+   1,000 hits per protein; or DIAMOND ``--very-sensitive``, ``split.leak_tool``, by default for clustered splits),
+   then the remaining held-out proteins against each round's newly moved proteins, until a round finds none
+   (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
    instead (the same search from the other side, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits
    save their progress as they go and resume after an interruption (:mod:`sepit.data.split_state`).
 
@@ -39,7 +40,7 @@ from typing import Protocol
 
 from sepit.data.split_state import SplitState
 from sepit.log import get_logger
-from sepit.tools import mmseqs
+from sepit.tools import diamond, mmseqs
 from sepit.tools.mmseqs import Hit
 
 log = get_logger(__name__)
@@ -71,7 +72,7 @@ class HomologyTool(LeakSearch, Protocol):
 
 @dataclass(frozen=True)
 class MMseqsTool:
-    """:class:`HomologyTool` running ``mmseqs easy-search``."""
+    """:class:`HomologyTool` running ``mmseqs easy-search`` (leak searches: MMseqs2 or DIAMOND, ``leak_tool``)."""
 
     threads: int | None = None
     sensitivity: float | None = None  # -s of the clustering (all-vs-all search or mmseqs cluster); None: default
@@ -79,6 +80,7 @@ class MMseqsTool:
     tmp_dir: str | None = None
     max_hits: int = 300  # hits kept per query (MMseqs2 --max-seqs) of `search`: fewer = faster alignment
     leak_max_hits: int = 1000  # the same for `leak_search` (300 missed a quarter of the leaks on the full 2014 set)
+    leak_tool: str = "mmseqs"  # or "diamond": `leak_search` by DIAMOND --very-sensitive (sepit.tools.diamond)
 
     def search(self, query_fasta: Path, target_fasta: Path, min_qcov: float) -> dict[str, list[Hit]]:
         return mmseqs.search(query_fasta, target_fasta, min_qcov=min_qcov, sensitivity=self.sensitivity,
@@ -91,6 +93,10 @@ class MMseqsTool:
 
     def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
                     max_hits: int | None = None) -> Path:
+        if self.leak_tool == "diamond":
+            return diamond.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov,
+                                          max_seqs=max_hits or self.leak_max_hits, threads=self.threads,
+                                          tmp_dir=self.tmp_dir)
         return mmseqs.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov,
                                      sensitivity=self.leak_sensitivity, max_seqs=max_hits or self.leak_max_hits,
                                      threads=self.threads, tmp_dir=self.tmp_dir)

@@ -11,17 +11,13 @@ length — MMseqs2's ``fident``, the same measure ``--min-seq-id`` uses for clus
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sepit.log import get_logger
-from sepit.tools import ToolError
+from sepit.tools import ToolError, find_binary, run_tool
 
-log = get_logger(__name__)
 INSTALL_HINT = "install MMseqs2 (Debian/Ubuntu: apt-get install mmseqs2; conda: conda install -c bioconda mmseqs2) " \
                "or point SEPIT_MMSEQS at the binary"
 SEARCH_COLUMNS = ("query", "target", "fident", "alnlen", "qcov", "tcov", "evalue", "bits")
@@ -43,15 +39,7 @@ class Hit:
 
 def mmseqs_binary() -> str:
     """Path of the ``mmseqs`` program (``$SEPIT_MMSEQS`` or the PATH); ToolError if there is none."""
-    env = os.environ.get("SEPIT_MMSEQS")
-    if env:
-        if not (Path(env).is_file() and os.access(env, os.X_OK)):
-            raise ToolError(f"SEPIT_MMSEQS={env} is not an executable file; {INSTALL_HINT}")
-        return env
-    found = shutil.which("mmseqs")
-    if not found:
-        raise ToolError(f"mmseqs not found on PATH; {INSTALL_HINT}")
-    return found
+    return find_binary("mmseqs", "SEPIT_MMSEQS", INSTALL_HINT)
 
 
 def version() -> str:
@@ -67,16 +55,7 @@ def default_threads() -> int:
 
 
 def _run(cmd: list[str], cwd: str | Path | None = None) -> str:
-    log.debug("running %s", " ".join(cmd))
-    try:
-        r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    except OSError as e:
-        raise ToolError(f"cannot run {cmd[0]}: {e.strerror or e}; {INSTALL_HINT}") from None
-    if r.returncode != 0:
-        lines = [ln for ln in (r.stderr + "\n" + r.stdout).splitlines() if ln.strip()]
-        err = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "no output")
-        raise ToolError(f"mmseqs {cmd[1]} failed (exit {r.returncode}): {err.strip()}")
-    return r.stdout
+    return run_tool("mmseqs", cmd, INSTALL_HINT, cwd)
 
 
 def write_fasta(records: Iterable[tuple[str, str]], path: str | Path, width: int = 0) -> int:
