@@ -51,20 +51,22 @@ def test_leak_tool_option_reaches_diamond_and_keys_the_saved_state(monkeypatch, 
     monkeypatch.setattr(mmseqs, "search_to_file", fake_mmseqs)
     monkeypatch.setattr(diamond, "search_to_file", fake_diamond)
     monkeypatch.setattr(diamond, "version", lambda: "diamond version 9.9.9")
-    assert DataConfig().split.leak_tool == "auto"
+    assert DataConfig().split.leak_tool == "mmseqs"
     cfg = from_dict(DataConfig, {}, ["max_proteins=60", "split.leak_max_hits=7", "split.extra_identities=[]",
                                      "split.leak_tool=diamond"])
     manifest = build_dataset(cfg, tmp_path / "ds")
     assert calls[0][0] == "mmseqs" and calls[1:] and all(c == ("diamond", 7) for c in calls[1:])
     assert manifest["versions"]["diamond"] == "9.9.9" and manifest["splits"]["0.3"]["leak_search"] == "diamond"
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["versions"]["diamond"] == "9.9.9"
-    # auto (the default): MMseqs2 for an all-vs-all split, DIAMOND once the set is large enough to be clustered
+    # auto: MMseqs2 for an all-vs-all split, DIAMOND once the set is large enough to be clustered
     calls.clear()
-    small = build_dataset(from_dict(DataConfig, {}, ["max_proteins=60", "split.extra_identities=[]"]),
-                          tmp_path / "auto-small")
+    small = build_dataset(from_dict(DataConfig, {}, ["max_proteins=60", "split.extra_identities=[]",
+                                                     "split.leak_tool=auto"]), tmp_path / "auto-small")
     assert calls and all(c[0] == "mmseqs" for c in calls) and "diamond" not in small["versions"]
     assert small["splits"]["0.3"]["leak_search"] == "mmseqs"
-    assert leak_tool_of(DataConfig(), "clustered") == "diamond" and leak_tool_of(DataConfig(), "all_vs_all") == "mmseqs"
+    auto = from_dict(DataConfig, {}, ["split.leak_tool=auto"])
+    assert leak_tool_of(auto, "clustered") == "diamond" and leak_tool_of(auto, "all_vs_all") == "mmseqs"
+    assert leak_tool_of(DataConfig(), "clustered") == "mmseqs"
     with pytest.raises(ConfigError, match="leak_tool"):
         from_dict(DataConfig, {}, ["split.leak_tool=blast"])
 

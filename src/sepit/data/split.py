@@ -13,7 +13,7 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    cluster moves to train. A cluster holding an eval protein cannot move: its training homologs are dropped instead.
    Leaks are looked for in the all-vs-all hits, then by searching the held-out proteins against the training
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
-   1,000 hits per protein; or DIAMOND ``--very-sensitive``, ``split.leak_tool``, by default for clustered splits),
+   1,000 hits per protein; or DIAMOND ``--very-sensitive``, ``split.leak_tool``, faster and less thorough),
    then the remaining held-out proteins against each round's newly moved proteins, until a round finds none
    (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
    instead (the same search from the other side, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits
