@@ -6,7 +6,7 @@ The 50k run reads the shared 2014 Swiss-Prot table (50,000 proteins), its GO ter
 real PDB/mmCIF files (the tar is extracted to a temp folder first, not timed). Each build runs in a fresh child
 process so its peak RSS (and that of the MMseqs2 processes it starts) is measured on its own. Prints a table.
 
-``--only full`` (not part of the default run: 3 h 57 min on 2 cores with the 30% split alone, 2026-11-28) builds
+``--only full`` (not part of the default run: 2 h 16 min on 2 cores, both splits and checks, 2026-11-29) builds
 the full 2014 set, 516,371 proteins: it needs Debian's ``metastudent-data`` and ``ncbi-blast+`` (``apt-get install
 metastudent-data ncbi-blast+``), converts them with ``sepit data import-metastudent`` (eval rows carried over from
 the shared 50k table; timed, in a child process too), then builds with the shared GO/human tables and the 630 structures. Above 100,000 proteins the split

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build the instruction dataset from the full 2014 Swiss-Prot GO set (516,371 proteins; Debian metastudent-data).
 # Usage: bash scripts/build_full_2014.sh [OUT_DIR (default runs/data-full)] [sepit data build options...]
-# Hours on 2 cores: the split's leak searches (MMseqs2 -s 7.5) dominate; docs/benchmarks.md ("Data") has the measured
-# figures and an estimate. Needs ~6 GB of disk for the output.
+# About 2 h on 2 cores (2 h 05 min, AMD EPYC, 2026-11-29): the split's leak searches (DIAMOND, realigned by MMseqs2
+# near the threshold) dominate; docs/benchmarks.md (4a) has the measured figures. Needs ~6 GB of disk for the output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/data-full}"; shift || true

@@ -47,7 +47,7 @@ class KmerSearch:
         return out
 
     def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
-                    max_hits: int | None = None) -> Path:
+                    max_hits: int | None = None, identity: float | None = None) -> Path:
         write_hits(out, (h for lst in self.search(query_fasta, target_fasta, min_qcov).values() for h in lst))
         return out
 
@@ -285,11 +285,11 @@ class KmerClusters(KmerSearch):
         return clusters_from_hits(ids, hits, identity, coverage)
 
     def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
-                    max_hits: int | None = None) -> Path:
+                    max_hits: int | None = None, identity: float | None = None) -> Path:
         self.searches += 1
         if self.searches == self.die_in:
             raise KeyboardInterrupt
-        return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+        return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits, identity)
 
 
 def test_interrupted_clustered_build_resumes_its_split_and_cleans_up(small_table, tmp_path) -> None:

@@ -210,7 +210,7 @@ class FakeClusterTool:
     def cluster(self, fasta, identity, coverage):
         return dict(self.clusters)
 
-    def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
+    def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None, identity=None):
         q, t = _fasta_ids(query_fasta), _fasta_ids(target_fasta)
         self.calls.append((q, t, max_hits))
         both = [*self.hits, *(Hit(h.target, h.query, h.identity, h.aln_len, h.tcov, h.qcov, h.evalue, h.bits)
@@ -320,11 +320,11 @@ def test_interrupted_clustered_split_resumes_from_its_saved_clusters_and_rounds(
     assert len(ref_tool.calls) >= 3
 
     class DiesInRound2(FakeClusterTool):
-        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None, identity=None):
             if len(self.calls) == 1:
                 Path(out).write_text("P100\tP101\t0.9\t100\t1.0\t0.5\t1e-20\t200.0\n")  # half a round
                 raise Interrupted
-            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits, identity)
 
     state = SplitState(tmp_path / "state")
     with pytest.raises(Interrupted):
@@ -362,10 +362,10 @@ def test_interrupted_leak_search_resumes_from_its_last_saved_part(tmp_path, monk
     assert n_held > 40 and reference.moved > 0  # three parts or more in the first round, and leaks found
 
     class DiesInPart3(FakeClusterTool):
-        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None):
+        def leak_search(self, query_fasta, target_fasta, out, min_qcov, max_hits=None, identity=None):
             if len(self.calls) == 2:
                 raise Interrupted
-            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits)
+            return super().leak_search(query_fasta, target_fasta, out, min_qcov, max_hits, identity)
 
     state = SplitState(tmp_path / "state")
     dying = DiesInPart3({}, hits)

@@ -51,22 +51,24 @@ def test_leak_tool_option_reaches_diamond_and_keys_the_saved_state(monkeypatch, 
     monkeypatch.setattr(mmseqs, "search_to_file", fake_mmseqs)
     monkeypatch.setattr(diamond, "search_to_file", fake_diamond)
     monkeypatch.setattr(diamond, "version", lambda: "diamond version 9.9.9")
-    assert DataConfig().split.leak_tool == "mmseqs"
+    assert DataConfig().split.leak_tool == "auto"
     cfg = from_dict(DataConfig, {}, ["max_proteins=60", "split.leak_max_hits=7", "split.extra_identities=[]",
                                      "split.leak_tool=diamond"])
     manifest = build_dataset(cfg, tmp_path / "ds")
     assert calls[0][0] == "mmseqs" and calls[1:] and all(c == ("diamond", 7) for c in calls[1:])
     assert manifest["versions"]["diamond"] == "9.9.9" and manifest["splits"]["0.3"]["leak_search"] == "diamond"
+    assert manifest["splits"]["0.3"]["leak_realign_margin"] == diamond.REALIGN_MARGIN
     assert json.loads((tmp_path / "ds" / "manifest.json").read_text())["versions"]["diamond"] == "9.9.9"
     # auto: MMseqs2 for an all-vs-all split, DIAMOND once the set is large enough to be clustered
     calls.clear()
     small = build_dataset(from_dict(DataConfig, {}, ["max_proteins=60", "split.extra_identities=[]",
                                                      "split.leak_tool=auto"]), tmp_path / "auto-small")
     assert calls and all(c[0] == "mmseqs" for c in calls) and "diamond" not in small["versions"]
-    assert small["splits"]["0.3"]["leak_search"] == "mmseqs"
+    assert small["splits"]["0.3"]["leak_search"] == "mmseqs" and "leak_realign_margin" not in small["splits"]["0.3"]
     auto = from_dict(DataConfig, {}, ["split.leak_tool=auto"])
     assert leak_tool_of(auto, "clustered") == "diamond" and leak_tool_of(auto, "all_vs_all") == "mmseqs"
-    assert leak_tool_of(DataConfig(), "clustered") == "mmseqs"
+    assert leak_tool_of(DataConfig(), "clustered") == "diamond"
+    assert leak_tool_of(from_dict(DataConfig, {}, ["split.leak_tool=mmseqs"]), "clustered") == "mmseqs"
     with pytest.raises(ConfigError, match="leak_tool"):
         from_dict(DataConfig, {}, ["split.leak_tool=blast"])
 
@@ -99,3 +101,46 @@ def test_real_diamond_clustered_split_has_no_test_protein_above_threshold(tmp_pa
                           tool=MMseqsTool(leak_tool="diamond"))
     assert res.moved > 0
     _check_split_independently(tmp_path / "clustered", seqs, eval_ids, res)
+
+
+def _threshold_pairs(tmp_path: Path) -> tuple[dict[str, str], Path, Path]:
+    """P04551 / P70218 and P46425 / O65857 (tests/data/uniprot/README.md): held-out FASTA, training FASTA."""
+    path = Path(__file__).parent / "data" / "uniprot" / "threshold_pairs.fasta"
+    seqs = dict(mmseqs._records(path, {"P04551", "P70218", "P46425", "O65857"}))
+    q, t = tmp_path / "held.fasta", tmp_path / "train.fasta"
+    mmseqs.write_fasta([(a, seqs[a]) for a in ("P04551", "P46425")], q)
+    mmseqs.write_fasta([(a, seqs[a]) for a in ("P70218", "O65857")], t)
+    return seqs, q, t
+
+
+def test_align_pairs_gives_the_alignments_mmseqs_search_gives(tmp_path) -> None:
+    _, q, t = _threshold_pairs(tmp_path)
+    searched = {(h.query, h.target): h for h in
+                mmseqs.read_hits(mmseqs.search_to_file(q, t, tmp_path / "s.m8", sensitivity=7.5))}
+    pairs = [("P04551", "P70218"), ("P46425", "O65857"), ("P46425", "P70218")]
+    aligned = {(h.query, h.target): h for h in mmseqs.read_hits(mmseqs.align_pairs(q, t, pairs, tmp_path / "a.m8"))}
+    assert set(aligned) <= set(pairs) and {("P04551", "P70218"), ("P46425", "O65857")} <= set(aligned)
+    for k, h in aligned.items():
+        s = searched[k]
+        assert (h.identity, h.aln_len, h.qcov, h.tcov) == (s.identity, s.aln_len, s.qcov, s.tcov)
+    assert mmseqs.align_pairs(q, t, [], tmp_path / "none.m8").read_text() == ""
+    with pytest.raises(ToolError, match="1 of the ids to align are not in this FASTA"):
+        mmseqs.align_pairs(q, t, [("P04551", "Q00000")], tmp_path / "x.m8")
+
+
+def test_diamond_leak_search_realigns_pairs_near_the_threshold_with_mmseqs(tmp_path) -> None:
+    """Both pairs are above 30% over ≥ 80% of the held-out protein by MMseqs2; DIAMOND alone aligns one short of 80%
+    coverage and the other below 30%. Realigned, both are leaks, and the split moves both held-out proteins."""
+    _need_diamond()
+    seqs, q, t = _threshold_pairs(tmp_path)
+    alone = list(mmseqs.read_hits(diamond.search_to_file(q, t, tmp_path / "d.m8", min_qcov=0.8)))
+    assert not [h for h in alone if h.identity > 0.3]
+    both = diamond.search_realigned(q, t, tmp_path / "r.m8", identity=0.3, min_qcov=0.8)
+    leaks = {(h.query, h.target) for h in mmseqs.read_hits(both) if h.identity > 0.3 and h.qcov >= 0.8}
+    assert leaks == {("P04551", "P70218"), ("P46425", "O65857")}
+    assert diamond.search_realigned(q, t, tmp_path / "far.m8", identity=0.5, min_qcov=0.8).read_text() == \
+        (tmp_path / "d.m8").read_text()  # nothing within 0.05 of 50%: DIAMOND's hits as they are
+    split = {"P04551": "test", "P46425": "valid", "P70218": "train", "O65857": "train"}
+    res = SplitResult(identity=0.3, coverage=0.8, split=split, max_identity={}, cluster_of={a: a for a in split})
+    out = search_leaks(res, seqs, set(), MMseqsTool(leak_tool="diamond"))
+    assert out.moved == 2 and set(out.split.values()) == {"train"}

@@ -22,10 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "  sepit data build -o data/sprot --source uniprot_sprot.dat.gz --identity 0.3 --seed 0\n"
                            "  sepit data build -o data/mine --source table.tsv.xz --go-terms go_terms.tsv.xz "
                            "--structures pdb/ --structure-map map.tsv\n"
-                           "  sepit data build -o data/big --source big.tsv.gz split.leak_tool=diamond "
-                           "  # leak searches ~5x faster, a little less thorough\n"
-                           "Above 100,000 proteins the split (hours) saves its progress in .OUT.split-state beside "
-                           "the output:\nan interrupted build resumes there when the same command is run again.")
+                           "  sepit data build -o data/big --source big.tsv.gz split.leak_tool=mmseqs "
+                           "  # MMseqs2 leak searches: 3x slower\n"
+                           "Above 100,000 proteins the split clusters first and its leak searches run DIAMOND, "
+                           "realigning hits near the\nthreshold with MMseqs2 (split.leak_tool=auto). It takes "
+                           "hours, so it saves its progress in .OUT.split-state\nbeside the output: an interrupted "
+                           "build resumes there when the same command is run again.")
     p.add_argument("-o", "--output", required=True, help="dataset directory to write (replaced atomically)")
     p.add_argument("--source", action="append", default=[], metavar="FILE",
                    help="protein file: UniProt .dat[.gz]/.xml/.tsv, FASTA or the 2014 GO table (repeatable); "

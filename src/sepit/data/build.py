@@ -224,7 +224,7 @@ def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool,
             raise InputError(None, "split.method=clustered needs a homology tool that clusters (MMseqs2)")
         options = {**kw, **{k: getattr(s, k) for k in ("sensitivity", "leak_sensitivity", "leak_max_hits")}}
         if leak_tool != "mmseqs":  # (so that the states of earlier MMseqs2 splits keep their keys)
-            options["leak_tool"] = leak_tool
+            options.update(leak_tool=leak_tool, leak_realign_margin=diamond.REALIGN_MARGIN)
 
         def state(t: float, proteins: dict[str, str]) -> SplitState:
             key = split_key(proteins, eval_ids, {**options, "identity": t})
@@ -400,8 +400,9 @@ def _manifest(cfg: DataConfig, inputs: Inputs, active: SplitResult, extra: dict[
 
     def split_summary(r: SplitResult) -> dict[str, Any]:
         held = list(r.max_identity.values())
+        realign = {"leak_realign_margin": diamond.REALIGN_MARGIN} if leak_tool == "diamond" else {}
         return {"identity": r.identity, "coverage": r.coverage, "method": r.method, "leak_search": leak_tool,
-                "clusters": r.n_clusters,
+                **realign, "clusters": r.n_clusters,
                 "proteins": r.counts(), "dropped": len(r.dropped), "moved_to_train": r.moved,
                 "max_identity_to_train": {"max": round(max(held, default=0.0), 4),
                                           "mean": round(float(np.mean(held)) if held else 0.0, 4)}}

@@ -29,10 +29,10 @@ class SplitConfig:
     # hits per held-out protein in the leak searches: in big families (Ras GTPases, ABC transporters) the prefilter
     # ranks hundreds of remote members above a training homolog at 31-41% (docs/benchmarks.md, 4a)
     leak_max_hits: int = 1000
-    # the program of the leak searches: mmseqs (-s leak_sensitivity), diamond (--very-sensitive: the full 2014 set's
-    # 30% split in 45 min instead of hours, but its check found 15 of 2,000 held-out proteins above 30% by MMseqs2's
-    # alignments; docs/benchmarks.md, 4a) or auto: diamond for the clustered method (large sets), mmseqs otherwise
-    leak_tool: Literal["auto", "mmseqs", "diamond"] = "mmseqs"
+    # the program of the leak searches: mmseqs (-s leak_sensitivity), diamond (--very-sensitive, its hits near the
+    # threshold realigned by MMseqs2: the full 2014 set's 30% split in 64 min, against 3 h 33 min for MMseqs2 with
+    # 300 hits; docs/benchmarks.md, 4a) or auto: diamond for the clustered method (above clustered_above), else mmseqs
+    leak_tool: Literal["auto", "mmseqs", "diamond"] = "auto"
     threads: int | None = None  # None: the CPUs this process may use
 
 

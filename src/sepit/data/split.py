@@ -13,7 +13,8 @@ Per threshold ``t`` (e.g. 0.3) and coverage ``c`` (0.8):
    cluster moves to train. A cluster holding an eval protein cannot move: its training homologs are dropped instead.
    Leaks are looked for in the all-vs-all hits, then by searching the held-out proteins against the training
    proteins at a higher sensitivity (``split.leak_sensitivity``, MMseqs2 ``-s 7.5``, and ``split.leak_max_hits``,
-   1,000 hits per protein; or DIAMOND ``--very-sensitive``, ``split.leak_tool``, faster and less thorough),
+   1,000 hits per protein; for large sets DIAMOND ``--very-sensitive``, ``split.leak_tool``, its hits near the
+   threshold realigned by MMseqs2: :func:`sepit.tools.diamond.search_realigned`),
    then the remaining held-out proteins against each round's newly moved proteins, until a round finds none
    (:func:`search_leaks`). A round with few moved proteins searches them against the held-out ones
    instead (the same search from the other side, a fraction of the time: :data:`TURN_MAX_TARGETS`). Large splits
@@ -58,10 +59,11 @@ class LeakSearch(Protocol):
     """The search that decides leaks: held-out proteins against training proteins (or, turned round, a few training
     proteins against the held-out ones), hits written to ``out`` (MMseqs2 tab format,
     :func:`sepit.tools.mmseqs.read_hits`), those covering ≥ ``min_qcov`` of the query; ``max_hits`` per query
-    (None: the tool's own depth)."""
+    (None: the tool's own depth); ``identity``: the leak threshold (a tool that aligns unlike MMseqs2 may check the
+    pairs near it again)."""
 
     def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
-                    max_hits: int | None = None) -> Path: ...
+                    max_hits: int | None = None, identity: float | None = None) -> Path: ...
 
 
 class HomologyTool(LeakSearch, Protocol):
@@ -80,7 +82,7 @@ class MMseqsTool:
     tmp_dir: str | None = None
     max_hits: int = 300  # hits kept per query (MMseqs2 --max-seqs) of `search`: fewer = faster alignment
     leak_max_hits: int = 1000  # the same for `leak_search` (300 missed a quarter of the leaks on the full 2014 set)
-    leak_tool: str = "mmseqs"  # or "diamond": `leak_search` by DIAMOND --very-sensitive (sepit.tools.diamond)
+    leak_tool: str = "mmseqs"  # or "diamond": `leak_search` by diamond.search_realigned (DIAMOND, then MMseqs2)
 
     def search(self, query_fasta: Path, target_fasta: Path, min_qcov: float) -> dict[str, list[Hit]]:
         return mmseqs.search(query_fasta, target_fasta, min_qcov=min_qcov, sensitivity=self.sensitivity,
@@ -92,11 +94,13 @@ class MMseqsTool:
                               sensitivity=self.sensitivity, threads=self.threads, tmp_dir=self.tmp_dir)
 
     def leak_search(self, query_fasta: Path, target_fasta: Path, out: Path, min_qcov: float,
-                    max_hits: int | None = None) -> Path:
+                    max_hits: int | None = None, identity: float | None = None) -> Path:
         if self.leak_tool == "diamond":
-            return diamond.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov,
-                                          max_seqs=max_hits or self.leak_max_hits, threads=self.threads,
-                                          tmp_dir=self.tmp_dir)
+            opts = {"min_qcov": min_qcov, "max_seqs": max_hits or self.leak_max_hits, "threads": self.threads,
+                    "tmp_dir": self.tmp_dir}
+            if identity is None:
+                return diamond.search_to_file(query_fasta, target_fasta, out, **opts)
+            return diamond.search_realigned(query_fasta, target_fasta, out, identity=identity, **opts)
         return mmseqs.search_to_file(query_fasta, target_fasta, out, min_qcov=min_qcov,
                                      sensitivity=self.leak_sensitivity, max_seqs=max_hits or self.leak_max_hits,
                                      threads=self.threads, tmp_dir=self.tmp_dir)
@@ -339,7 +343,7 @@ def search_leaks(res: SplitResult, sequences: Mapping[str, str], eval_ids: set[s
             n = len(files)
             log.info("identity %.2f, leak search %d: %d held-out proteins against %d training proteins", t, n + 1,
                      len(queries), len(targets))
-            files.append(_search_round(tool, n, queries, targets, sequences, c, Path(tmp), state))
+            files.append(_search_round(tool, n, queries, targets, sequences, t, c, Path(tmp), state))
             _add_leak_hits(strong, files[-1], t, c)
             before = dict(split)
             split, more_dropped, more_moved = resolve_leaks(split, res.cluster_of, eval_ids, strong, t, c)
@@ -369,12 +373,12 @@ def _add_leak_hits(strong: dict[str, list[Hit]], hits_file: Path, identity: floa
 
 
 def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[str], sequences: Mapping[str, str],
-                  coverage: float, tmp: Path, state: SplitState | None) -> Path:
-    """Leak-search round ``n``: ``queries`` (held out) against ``targets`` (training) → the hits file, oriented
-    held-out → training, covering ≥ ``coverage`` of the held-out protein. Few targets are searched turned round
-    (:data:`TURN_MAX_TARGETS`). With a ``state``, the queries go in chunks of :data:`CHUNK_QUERIES`, each saved as
-    it finishes, so that an interrupted round resumes from its last chunk; every file is searched into a
-    ``.partial`` first, never read half-written."""
+                  identity: float, coverage: float, tmp: Path, state: SplitState | None) -> Path:
+    """Leak-search round ``n`` at threshold ``identity``: ``queries`` (held out) against ``targets`` (training) →
+    the hits file, oriented held-out → training, covering ≥ ``coverage`` of the held-out protein. Few targets are
+    searched turned round (:data:`TURN_MAX_TARGETS`). With a ``state``, the queries go in chunks of
+    :data:`CHUNK_QUERIES`, each saved as it finishes, so that an interrupted round resumes from its last chunk; every
+    file is searched into a ``.partial`` first, never read half-written."""
     ta = tmp / f"train{n}.fasta"
     mmseqs.write_fasta(((a, sequences[a]) for a in targets), ta)
     out = state.partial(state.round_file(n)) if state is not None else tmp / f"round{n}.m8"
@@ -383,13 +387,13 @@ def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[st
                  len(targets))
         qa = tmp / f"held{n}.fasta"
         mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
-        turned = tool.leak_search(ta, qa, tmp / f"turned{n}.m8", 0.0, max_hits=len(queries))
+        turned = tool.leak_search(ta, qa, tmp / f"turned{n}.m8", 0.0, max_hits=len(queries), identity=identity)
         mmseqs.write_hits(out, (h for h in map(_turn, mmseqs.read_hits(turned)) if h.qcov >= coverage))
         return state.commit(out) if state is not None else out
     if state is None:
         qa = tmp / f"held{n}.fasta"
         mmseqs.write_fasta(((a, sequences[a]) for a in queries), qa)
-        return tool.leak_search(qa, ta, out, coverage)
+        return tool.leak_search(qa, ta, out, coverage, identity=identity)
     chunks = [queries[i:i + CHUNK_QUERIES] for i in range(0, len(queries), CHUNK_QUERIES)]
     parts = [state.chunk_file(n, i) for i in range(len(chunks))]
     for i, (chunk, part) in enumerate(zip(chunks, parts)):
@@ -400,7 +404,7 @@ def _search_round(tool: LeakSearch, n: int, queries: list[str], targets: list[st
             log.info("leak search %d, part %d of %d: %d held-out proteins", n + 1, i + 1, len(chunks), len(chunk))
         qa = tmp / f"held{n}.{i}.fasta"
         mmseqs.write_fasta(((a, sequences[a]) for a in chunk), qa)
-        state.commit(tool.leak_search(qa, ta, state.partial(part), coverage))
+        state.commit(tool.leak_search(qa, ta, state.partial(part), coverage, identity=identity))
     with open(out, "w", encoding="utf-8") as dst:  # the chunks become the round's one file
         for part in parts:
             with open(part, encoding="utf-8") as src:

@@ -14,7 +14,9 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
+from typing import TextIO
 
 from sepit.tools import ToolError, find_binary, run_tool
 
@@ -142,6 +144,56 @@ def search_to_file(query_fasta: str | Path, target_fasta: str | Path, out: str |
     return out
 
 
+def align_pairs(query_fasta: str | Path, target_fasta: str | Path, pairs: Iterable[tuple[str, str]],
+                out: str | Path, *, evalue: float = 1e-3, threads: int | None = None,
+                tmp_dir: str | Path | None = None) -> Path:
+    """Align each ``(query id, target id)`` pair as :func:`search_to_file` would (MMseqs2's aligner and scores, its
+    prefilter skipped: ``mmseqs align`` over the pairs), writing the alignments within ``evalue`` to ``out`` in
+    :func:`read_hits`'s format. Ids absent from their FASTA are a ToolError."""
+    exe = mmseqs_binary()
+    want: dict[str, set[str]] = {}
+    for q, t in pairs:
+        want.setdefault(q, set()).add(t)
+    out = Path(out).resolve()
+    if not want:
+        out.write_text("")
+        return out
+    targets = set().union(*want.values())
+    with tempfile.TemporaryDirectory(prefix="sepit-mmseqs-", dir=tmp_dir) as tmp:
+        keys = {}
+        for side, fasta, ids in (("q", query_fasta, set(want)), ("t", target_fasta, targets)):
+            n = write_fasta(_records(_check_fasta(fasta), ids), f"{tmp}/{side}.fasta")
+            if n < len(ids):
+                raise ToolError(f"{fasta}: {len(ids) - n} of the ids to align are not in this FASTA file")
+            _run([exe, "createdb", f"{tmp}/{side}.fasta", f"{tmp}/{side}", "-v", "1"])
+            with open(f"{tmp}/{side}.lookup", encoding="utf-8") as f:
+                keys[side] = {p[1]: int(p[0]) for p in (ln.split("\t") for ln in f)}
+        qk, tk = keys["q"], keys["t"]
+        # a prefilter result (query key → "target key, score, diagonal" lines) that lists just the pairs
+        with open(f"{tmp}/pairs.tsv", "w", encoding="utf-8") as f:
+            for q in sorted(want, key=qk.__getitem__):
+                f.writelines(f"{qk[q]}\t{k}\t0\t0\n" for k in sorted(tk[t] for t in want[q]))
+        _run([exe, "tsv2db", f"{tmp}/pairs.tsv", f"{tmp}/pref", "--output-dbtype", "7", "-v", "1"])
+        _run([exe, "align", f"{tmp}/q", f"{tmp}/t", f"{tmp}/pref", f"{tmp}/aln", "--alignment-mode", "3",
+              "-e", str(evalue), "--threads", str(threads or default_threads()), "-v", "1"])
+        _run([exe, "convertalis", f"{tmp}/q", f"{tmp}/t", f"{tmp}/aln", str(out), "--format-output",
+              ",".join(SEARCH_COLUMNS), "-v", "1"])
+    return out
+
+
+def _records(fasta: Path, ids: set[str]) -> Iterator[tuple[str, str]]:
+    """The ``(id, sequence)`` records of ``fasta`` whose id (the header's first word) is in ``ids``."""
+    pid, parts = None, []
+    with open(fasta, encoding="utf-8") as f:
+        for line in chain(f, [">"]):
+            if line.startswith(">"):
+                if pid in ids:
+                    yield pid, "".join(parts)
+                pid, parts = (line[1:].split() or [None])[0], []
+            else:
+                parts.append(line.strip())
+
+
 def read_hits(path: str | Path) -> Iterator[Hit]:
     """The hits of a :func:`search_to_file` result, in file order (grouped by query)."""
     with open(path, encoding="utf-8") as f:
@@ -155,9 +207,14 @@ def read_hits(path: str | Path) -> Iterator[Hit]:
 def write_hits(path: str | Path, hits: Iterable[Hit]) -> Path:
     """Write hits in the tab format of :func:`search_to_file` (what :func:`read_hits` reads); returns the path."""
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{h.query}\t{h.target}\t{h.identity}\t{h.aln_len}\t{h.qcov}\t{h.tcov}\t{h.evalue}\t{h.bits}\n"
-                     for h in hits)
+        write_hits_to(f, hits)
     return Path(path)
+
+
+def write_hits_to(f: TextIO, hits: Iterable[Hit]) -> None:
+    """:func:`write_hits` to an open text file."""
+    f.writelines(f"{h.query}\t{h.target}\t{h.identity}\t{h.aln_len}\t{h.qcov}\t{h.tcov}\t{h.evalue}\t{h.bits}\n"
+                 for h in hits)
 
 
 def search(query_fasta: str | Path, target_fasta: str | Path, *, min_identity: float = 0.0, min_qcov: float = 0.0,
