@@ -22,11 +22,11 @@ log = get_logger(__name__)
 
 INSTALL_HINT = "install DIAMOND (Debian/Ubuntu: apt-get install diamond-aligner; conda: conda install -c bioconda " \
                "diamond) or point SEPIT_DIAMOND at the binary"
-# BLAST's tabular fields in the order of sepit.tools.mmseqs.SEARCH_COLUMNS (pident, qcovhsp, scovhsp are percents)
 # search_realigned: pairs within this much identity below the leak threshold are aligned again by MMseqs2, if
 # DIAMOND's alignment covers at least the coverage threshold minus REALIGN_COV_MARGIN of the query
 REALIGN_MARGIN = 0.05
 REALIGN_COV_MARGIN = 0.3
+# BLAST's tabular fields in the order of sepit.tools.mmseqs.SEARCH_COLUMNS (pident, qcovhsp, scovhsp are percents)
 FIELDS = ("qseqid", "sseqid", "pident", "length", "qcovhsp", "scovhsp", "evalue", "bitscore")
 
 
