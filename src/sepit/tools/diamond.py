@@ -102,10 +102,9 @@ def search_realigned(query_fasta: str | Path, target_fasta: str | Path, out: str
                     near[(p[0], p[1])] = ident if qcov >= min_qcov else -1.0
             realigned = mmseqs.align_pairs(query_fasta, target_fasta, near, Path(tmp) / "realigned.m8",
                                            evalue=evalue, threads=threads, tmp_dir=tmp)
-            n = 0
-            for h in mmseqs.read_hits(realigned):
-                if h.qcov >= min_qcov and h.identity > near[(h.query, h.target)]:
-                    mmseqs.write_hits_to(dst, [h])
-                    n += 1
-    log.info("DIAMOND hits near %.2f identity realigned by MMseqs2: %d pairs, %d changed", identity, len(near), n)
+            changed = [h for h in mmseqs.read_hits(realigned)
+                       if h.qcov >= min_qcov and h.identity > near[(h.query, h.target)]]
+            mmseqs.write_hits_to(dst, changed)
+    log.info("DIAMOND hits near %.2f identity realigned by MMseqs2: %d pairs, %d changed", identity, len(near),
+             len(changed))
     return out
