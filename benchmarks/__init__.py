@@ -45,7 +45,7 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
-# ---- results ----------------------------------------------------------------------------------------------------------
+# ---- results -------------------------------------------------------------------------------------------------------
 @dataclass
 class Result:
     """One benchmark's outcome: a table (``columns`` × ``rows``), the headline ``ratio`` (reference time ÷ sepit

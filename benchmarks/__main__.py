@@ -1,6 +1,6 @@
 """Run the benchmarks: one table each on stdout, all results in benchmarks/results/<machine>-<date>.json.
 
-    python -m benchmarks                          # the default set: tokens stage2_cache inference structures scaling data
+    python -m benchmarks              # the default set: tokens stage2_cache inference structures scaling data
     python -m benchmarks tokens inference         # some of them
     python -m benchmarks --quick                  # shorter: fewer batches, rounds and lengths
     python -m benchmarks --threads 1              # torch threads (1 is steadier on a machine shared with other work)
@@ -68,8 +68,10 @@ def available() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", metavar="NAME", help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("names", nargs="*", metavar="NAME",
+                    help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
     ap.add_argument("--quick", action="store_true", help="a much shorter run")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")

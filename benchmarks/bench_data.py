@@ -9,9 +9,10 @@ process so its peak RSS (and that of the MMseqs2 processes it starts) is measure
 ``--only full`` (not part of the default run: 2 h 16 min on 2 cores, both splits and checks, 2026-11-29) builds
 the full 2014 set, 516,371 proteins: it needs Debian's ``metastudent-data`` and ``ncbi-blast+`` (``apt-get install
 metastudent-data ncbi-blast+``), converts them with ``sepit data import-metastudent`` (eval rows carried over from
-the shared 50k table; timed, in a child process too), then builds with the shared GO/human tables and the 630 structures. Above 100,000 proteins the split
-clusters first (``split.method: auto`` → ``clustered``, see ``sepit/data/split.py``). With ``--keep DIR`` an
-interrupted full run resumes: the same command run again continues the split from the progress it saved beside
+the shared 50k table; timed, in a child process too), then builds with the shared GO/human tables and the 630
+structures. Above 100,000 proteins the split clusters first (``split.method: auto`` → ``clustered``, see
+``sepit/data/split.py``). With ``--keep DIR`` an interrupted full run resumes: the same command run again continues
+the split from the progress it saved beside
 ``DIR/sprot_full`` (the table's times then count the resumed run only; the build log has each run's phases).
 
 After each build, ``--check N`` searches N sampled held-out proteins of every identity threshold's split (30% and

@@ -49,12 +49,12 @@ REFERENCE, FP32, AUTO = "one prompt at a time (fp32)", "sepit batched fp32", "se
 
 def questions(proteins: list[Any], structures: bool = False) -> list[tuple[list[dict[str, str]], list[Any]]]:
     """(conversation, proteins) per protein; templates in turn; Cα traces only with ``structures``."""
-    from sepit.model import ProteinInput
+    from sepit.model import Protein
 
     out = []
     for k, p in enumerate(proteins):
         q = TEMPLATES[k % len(TEMPLATES)].format(mf=(p.go.get("MF") or ("ATP binding",))[0])
-        prot = ProteinInput(p.sequence, p.coords, p.coord_mask) if structures else ProteinInput(p.sequence)
+        prot = Protein(p.sequence, p.coords, p.coord_mask) if structures else Protein(p.sequence)
         out.append(([{"role": "user", "content": q}], [prot]))
     return out
 
@@ -96,7 +96,7 @@ def run(model: Any = None, *, quick: bool = False, n_questions: int | None = Non
     → Result (ratio = answers/s as shipped ÷ answers/s one prompt at a time)."""
     import torch
 
-    from sepit.model.fusion import inference_dtype
+    from sepit.model.precision import inference_dtype
 
     device = pick_device(device)
     n_questions = n_questions or (8 if quick else 32)
@@ -112,7 +112,7 @@ def run(model: Any = None, *, quick: bool = False, n_questions: int | None = Non
     max_len = model.config.max_residues
     table = proteins if proteins is not None else real_proteins()
     sample = [crop(p, max_len) for p in quantile_sample(table, n_questions, max_len=max_len)]
-    qs = questions(sample, structures)  # sorted by protein length already (quantile_sample sorts), as the evaluation does
+    qs = questions(sample, structures)  # sorted by protein length (quantile_sample sorts), as the evaluation does
     chunks = [qs[s:s + batch_size] for s in range(0, len(qs), batch_size)]
     answers: dict[str, dict[int, str]] = {REFERENCE: {}, FP32: {}, auto_name: {}}
     prefill = dict.fromkeys(answers, 0.0)  # seconds to the first generated token (prompt encoding + prefill)

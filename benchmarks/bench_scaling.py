@@ -322,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--no-train", action="store_true", help="forward only")
     ap.add_argument("--device")
-    ap.add_argument("--plot", default="auto", help="PNG path (default: benchmarks/results/<machine>-<date>-scaling.png)")
+    ap.add_argument("--plot", default="auto",
+                    help="PNG path (default: benchmarks/results/<machine>-<date>-scaling.png)")
     a = ap.parse_args(argv)
     print(run(quick=a.quick, lengths=a.lengths, rounds=a.rounds, chunk=a.chunk, device=a.device, plot=a.plot,
               train=False if a.no_train else None).table())

@@ -3,7 +3,7 @@
     python -m benchmarks.bench_stage2_cache           # default models upcycled to a 4-expert MoE
     python -m benchmarks.bench_stage2_cache --quick
 
-Two ``StageRunner`` s of sepit's training loop (stage 2: projector, LLM, experts and router train; ESM and the
+Two ``ChatRunner`` s of sepit's training loop (stage 2: projector, LLM, experts and router train; ESM and the
 structure module are frozen) share one model: ``cache_encoder=True`` encodes every protein once up front (with and
 without its structure, as structure dropout may pick either) and feeds cached features; ``cache_encoder=False``
 runs the structure-aware encoder inside every step. A step = the loop's own collate + normaliser + loss + backward +
@@ -31,7 +31,7 @@ STAGE2_LR = {"projector": 1e-4, "llm": 1e-5, "experts": 1e-5, "router": 1e-5}  #
 
 def qa_items(proteins: list[Any]) -> list[Any]:
     """One open-ended GO molecular-function question per protein, as training Items."""
-    from sepit.model import ProteinInput
+    from sepit.model import Protein
     from sepit.train.batching import Item
 
     items = []
@@ -39,7 +39,7 @@ def qa_items(proteins: list[Any]) -> list[Any]:
         mf = ", ".join(p.go.get("MF", ())[:4]) or "no annotated molecular function"
         msgs = ({"role": "user", "content": "<protein>\nWhat molecular functions does this protein have?"},
                 {"role": "assistant", "content": f"It has {mf}."})
-        prot = ProteinInput(p.sequence, p.coords, p.coord_mask)
+        prot = Protein(p.sequence, p.coords, p.coord_mask)
         items.append(Item(p.accession, (prot,), messages=msgs, task="go_mf", length=len(p.sequence),
                           protein_ids=(p.accession,)))
     return items
@@ -62,7 +62,7 @@ def run(model: Any = None, *, quick: bool = False, batch_size: int | None = None
 
     from sepit.train.config import TrainConfig
     from sepit.train.loop import set_trainable
-    from sepit.train.stages import StageRunner
+    from sepit.train.stages import ChatRunner
 
     device = pick_device(device)
     batch_size = batch_size or (1 if quick else 2)
@@ -80,7 +80,7 @@ def run(model: Any = None, *, quick: bool = False, batch_size: int | None = None
     items = qa_items(batch)
     lrs = {k: v for k, v in STAGE2_LR.items() if model.param_groups().get(k)}
     with tempfile.TemporaryDirectory() as tmp:
-        runners = {name: StageRunner(TrainConfig(stage=2, out_dir=tmp, lr=lrs, cache_encoder=cache,
+        runners = {name: ChatRunner(TrainConfig(stage=2, out_dir=tmp, lr=lrs, cache_encoder=cache,
                                                  batch_size=batch_size, upcycle_experts=model.config.moe.num_experts),
                                      model, device)
                    for name, cache in (("recompute encoder", False), ("sepit (encoder cache)", True))}

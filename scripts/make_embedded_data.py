@@ -21,9 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from sepit.data.build_structures import read_structure_map, structures_from_files
-from sepit.data.readers import SkipLog
-from sepit.data.readers._text import clean_sequence
+from sepit.data.build_structures import read_structure_map, structures_from_files  # noqa: E402 - after the sys.path line
+from sepit.data.readers import SkipLog  # noqa: E402 - after the sys.path line
+from sepit.data.readers._text import clean_sequence  # noqa: E402 - after the sys.path line
 
 OUT = REPO / "src" / "sepit" / "resources" / "default_data"
 

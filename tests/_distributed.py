@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -45,8 +45,9 @@ def leave() -> None:
 
 
 def spawn(fn: Callable, *args, timeout: float = 300.0) -> None:
-    """Run ``fn(rank, port, *args)`` in two processes; fails the test if either dies or both are not done within
-    ``timeout`` seconds (a hang is a failure here, not a stuck CI job)."""
+    """Run ``fn(rank, port, *args)`` in two processes; fails the test if either dies (an abort at exit included:
+    torch raises ProcessExitedException for a non-zero exit or a signal) or both are not done within ``timeout``
+    seconds (a hang is a failure here, not a stuck CI job)."""
     with agent_store() as port:
         ctx = mp.start_processes(fn, args=(port, *args), nprocs=WORLD, join=False, start_method="spawn")
         deadline = time.monotonic() + timeout

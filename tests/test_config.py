@@ -62,6 +62,12 @@ def test_missing_required_and_bad_yaml(tmp_path: Path) -> None:
         load_config(bad, Cfg)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "none.yaml", Cfg)
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path, Cfg)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: Müller\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 7\)"):
+        load_config(latin1, Cfg)
 
 
 def test_apply_overrides_does_not_mutate() -> None:

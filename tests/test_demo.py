@@ -38,7 +38,14 @@ def test_demo_smoke_then_ask(tmp_path, repo_root) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "== results" in r.stdout and "nearest homolog" in r.stdout and "prior" in r.stdout
     report = json.loads((run / "eval" / "report.json").read_text())
-    assert report  # written by the evaluation phase
+    systems = report["systems"]
+    assert {"model", "prior", "nearest homolog"} <= set(systems)
+    n = systems["model"]["n"]
+    assert n == 12  # the smoke size's evaluation items, every one scored by every system
+    for name, summary in systems.items():
+        assert summary["n"] == n, name
+        overall = summary["overall"]
+        assert overall["n_text"] + overall["n_yesno"] == n and overall["n_text"] > 0 and overall["n_yesno"] > 0, name
     for stage in (0, 1, 2):
         assert (run / f"stage{stage}" / "final" / "sepit_config.json").is_file()
     assert json.loads((run / "stage2" / "final" / "sepit_config.json").read_text())  # loadable config
@@ -53,4 +60,13 @@ def test_demo_smoke_then_ask(tmp_path, repo_root) -> None:
     ask = _sepit(["ask", "--structure", str(structure), "--max-new-tokens", "12", "What does this protein do?"],
                  env, timeout=600)
     assert ask.returncode == 0, ask.stderr[-2000:]
-    assert ask.stdout.strip()  # an answer from the registered default model
+    answer = ask.stdout.strip()
+    assert answer and "error" not in answer.lower()
+    # the registered default is the demo's stage-2 model: naming it gives the same greedy answer
+    named = _sepit(["ask", "--model", str(run / "stage2" / "final"), "--structure", str(structure),
+                    "--max-new-tokens", "12", "What does this protein do?"], env, timeout=600)
+    assert named.returncode == 0 and named.stdout.strip() == answer, named.stderr[-2000:]
+    p_yes = _sepit(["ask", "--structure", str(structure), "--yes-no", "Is this protein located in the membrane?"],
+                   env, timeout=600)
+    assert p_yes.returncode == 0, p_yes.stderr[-2000:]
+    assert 0.0 < float(p_yes.stdout.strip()) < 1.0  # a probability, not a yes/no word

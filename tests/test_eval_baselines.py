@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 
 from sepit.errors import InputError
-from sepit.eval.baselines import (Hit, claim_extractor, majority_answers, nearest_homolog_predictions,
-                                  prior_predictions, prior_yes_probability, read_m8, top_identity)
+from sepit.eval.baselines import (
+    claim_extractor,
+    majority_answers,
+    nearest_homolog_predictions,
+    prior_predictions,
+    prior_yes_probability,
+    read_m8,
+    top_identity,
+)
 from sepit.eval.items import items_from_records
+from sepit.tools.mmseqs import Hit
 
 YESNO_TEMPLATES = {
     "go_cc": ['Is this protein found in the {value}?', 'Is "{value}" one of the cellular components of this protein?'],
@@ -66,8 +74,8 @@ def test_claim_extractor():
 
 def test_nearest_homolog_routes_and_no_hit():
     items = items_from_records(TEST)
-    hits = {"Q1": [Hit("T9", 95.0), Hit("T1", 80.0)],  # T9 has no training records → next hit
-            "Q2": [Hit("T5", 42.0)]}                      # Q3: no hit at all
+    hits = {"Q1": [Hit("Q1", "T9", 0.95), Hit("Q1", "T1", 0.80)],  # T9 has no training records → next hit
+            "Q2": [Hit("Q2", "T5", 0.42)]}  # Q3: no hit at all
     preds, stats = nearest_homolog_predictions(items, TRAIN, hits, claim_of=claim_extractor(YESNO_TEMPLATES))
     by = {p.id: p.text for p in preds}
     assert by["Q1/go_cc/open/0"] == "Cellular components: nucleus, cytoplasm."  # copied from T1
@@ -81,7 +89,7 @@ def test_nearest_homolog_routes_and_no_hit():
 
 def test_nearest_homolog_without_claims_and_empty_fallback():
     items = items_from_records(TEST)
-    hits = {"Q1": [Hit("T1", 80.0)]}
+    hits = {"Q1": [Hit("Q1", "T1", 0.80)]}
     preds, stats = nearest_homolog_predictions(items, TRAIN, hits, fallback="empty")
     by = {p.id: p.text for p in preds}
     # without a claim extractor only an identical question is copied; the others have no usable answer
@@ -95,7 +103,7 @@ def test_whole_phrase_matching():
     test = [rec("Q1", "go_mf", "yesno", 'Does it have "kinase activity"?', "No.", "test"),
             rec("Q1", "go_mf", "yesno", 'Does it have "ATP binding"?', "Yes.", "test", 1)]
     claim_of = claim_extractor({"go_mf": ['Does it have "{value}"?']})
-    preds, _ = nearest_homolog_predictions(items_from_records(test), train, {"Q1": [Hit("T1", 60.0)]},
+    preds, _ = nearest_homolog_predictions(items_from_records(test), train, {"Q1": [Hit("Q1", "T1", 0.60)]},
                                            claim_of=claim_of)
     assert [p.text for p in preds] == ["no", "yes"]
 
@@ -116,12 +124,18 @@ def test_read_m8_and_top_identity(tmp_path):
     m8 = tmp_path / "hits.m8"
     m8.write_text("Q1\tT1\t0.800\t100\t20\t0\t1\t100\t1\t100\t1e-30\t150\n"
                   "Q1\tT2\t0.950\t100\t5\t0\t1\t100\t1\t100\t1e-50\t210\n"
-                  "Q2\tT5\t42.0\t90\t50\t2\t1\t90\t1\t90\t1e-5\t60\n")
-    hits = read_m8(m8)
+                  "Q2\tT5\t0.420\t90\t50\t2\t1\t90\t1\t90\t1e-5\t60\n")
+    hits = read_m8(m8, identity="fraction")
     assert [h.target for h in hits["Q1"]] == ["T2", "T1"]           # ranked by bit score
-    assert hits["Q1"][0].identity == pytest.approx(95.0)            # fraction → percent
-    assert hits["Q2"][0].identity == pytest.approx(42.0)            # already percent
+    assert hits["Q1"][0] == Hit("Q1", "T2", 0.95, 100, evalue=1e-50, bits=210.0)  # fractions, no coverages
     assert top_identity(hits) == {"Q1": pytest.approx(95.0), "Q2": pytest.approx(42.0)}
+    blast = tmp_path / "blast.m8"  # BLAST -outfmt 6: percent identities; auto decides for the whole file
+    blast.write_text("Q1\tT1\t80.0\t100\t20\t0\t1\t100\t1\t100\t1e-30\t150\n"
+                     "Q2\tT5\t0.9\t90\t50\t2\t1\t90\t1\t90\t1e-5\t60\n")
+    auto = read_m8(blast)
+    assert auto["Q1"][0].identity == pytest.approx(0.80) and auto["Q2"][0].identity == pytest.approx(0.009)
+    with pytest.raises(InputError, match="above 1"):
+        read_m8(blast, identity="fraction")
     bad = tmp_path / "bad.m8"
     bad.write_text("Q1\tT1\tabc\n")
     with pytest.raises(InputError, match="line 1"):
@@ -154,9 +168,9 @@ def test_search_training_hits_runs_mmseqs(tmp_path):
     assert "Qnone" not in hits
     by_target = {h.target: h.identity for h in hits["Q"]}
     assert hits["Q"][0].target == "T95"
-    assert by_target["T95"] == pytest.approx(95.0, abs=1.0)
-    assert by_target["T60"] == pytest.approx(60.0, abs=3.0)
-    assert identity_bin(hits["Q"][0].identity) == "≥90%"
+    assert by_target["T95"] == pytest.approx(0.95, abs=0.01)
+    assert by_target["T60"] == pytest.approx(0.60, abs=0.03)
+    assert identity_bin(top_identity(hits)["Q"]) == "≥90%"
 
 
 def test_instruction_objects_are_accepted():
@@ -166,5 +180,5 @@ def test_instruction_objects_are_accepted():
     assert majority_answers(objs) == majority_answers(TRAIN)
     items = items_from_records([Instruction.from_json(r) for r in TEST])
     assert items == items_from_records(TEST)
-    preds, _ = nearest_homolog_predictions(items, objs, {"Q2": [Hit("T5", 42.0)]})
+    preds, _ = nearest_homolog_predictions(items, objs, {"Q2": [Hit("Q2", "T5", 0.42)]})
     assert {p.id: p.text for p in preds}["Q2/ec/open/0"] == "EC 3.1.1.1"

@@ -8,7 +8,7 @@ import pytest
 
 from sepit.errors import InputError, SepitError
 from sepit.eval.breakdown import evaluate_system, identity_bin, identity_bin_labels
-from sepit.eval.items import EvalItem, Prediction, items_from_records, normalize_identity
+from sepit.eval.items import EvalItem, Prediction, items_from_records, percent
 from sepit.eval.metrics import TextScorer
 from sepit.eval.predictions import PredictionLog
 from sepit.eval.report import compare_reports, format_main_table, load_report, write_report
@@ -37,8 +37,9 @@ def test_identity_bins():
     assert [identity_bin(x) for x in (0.0, 29.9, 30.0, 49.99, 50.0, 90.0, 100.0, None)] == \
         ["<30%", "<30%", "30–50%", "30–50%", "50–90%", "≥90%", "≥90%", "no hit"]
     assert identity_bin(45.0, [40]) == "≥40%"
-    assert normalize_identity(0.42) == pytest.approx(42.0) and normalize_identity(42) == 42.0
-    assert normalize_identity(None) is None and normalize_identity("x") is None
+    assert percent(0.42) == pytest.approx(42.0) and percent(None) is None
+    with pytest.raises(ValueError, match="fraction"):
+        percent(42.0)  # identities are fractions everywhere; a percentage here is a bug, not a guess
 
 
 def test_evaluate_system_breakdowns(scorer):

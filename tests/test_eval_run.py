@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from sepit.config import from_dict
-from sepit.eval.baselines import Hit
 from sepit.eval.config import EvalConfig
 from sepit.eval.items import items_from_records
 from sepit.eval.run import MODEL, MODEL_NO_STRUCTURE, NEAREST_HOMOLOG, PRIOR, evaluate, select_items
+from sepit.tools.mmseqs import Hit
 
 SEQS = {"P1": "MKTAYIAKQRQISFVKSHFSRQ", "P2": "MKVLAAGIVGLLLA", "T1": "MKTAYIAKQRQISFVKSHFSRE"}
 rng = np.random.default_rng(0)
@@ -64,7 +64,7 @@ def test_evaluate_end_to_end_and_resume(tiny_model, tmp_path):
     tiny_model.chat = counting_chat
     try:
         kwargs = dict(out_dir=tmp_path, model=tiny_model, proteins=lookup, train_records=TRAIN,
-                      hits={"P1": [Hit("T1", 95.0)]}, meta={"checkpoint": "tiny", "dataset": "inline"})
+                      hits={"P1": [Hit("P1", "T1", 0.95)]}, meta={"checkpoint": "tiny", "dataset": "inline"})
         res = evaluate(cfg, items, **kwargs)
         assert list(res["systems"]) == [MODEL, MODEL_NO_STRUCTURE, PRIOR, NEAREST_HOMOLOG]
         assert len(calls) == 4  # 3 items in batches of 2, for each of the two model runs
@@ -110,3 +110,22 @@ def test_structure_ablation_drops_coordinates(tiny_model, tmp_path):
         assert seen == [False]
     finally:
         tiny_model.processor.__class__.__call__ = real
+
+
+def test_non_finite_p_yes_stops_the_evaluation(tiny_model, tmp_path):
+    """Corrupt weights (NaN logits) end the evaluation with a one-line error; nothing NaN reaches the log."""
+    import torch
+
+    from sepit.errors import SepitError
+    from sepit.eval.predictions import PredictionLog
+    from sepit.eval.run import predict_with_model
+
+    items = items_from_records(TEST, PROTEIN_ROWS)
+    tiny_model.yes_no_probability = lambda enc: torch.full((enc["input_ids"].shape[0],), float("nan"))
+    try:
+        plog = PredictionLog(tmp_path / "p.jsonl", {"run": "nan"})
+        with pytest.raises(SepitError, match=r"non-finite P\(yes\) for item 'P\d/.*corrupt"):
+            predict_with_model(tiny_model, items, lookup, plog, max_new_tokens=2, batch_size=4)
+    finally:
+        del tiny_model.yes_no_probability
+    assert plog.load() == {}  # the failed batch (all three items) was not logged

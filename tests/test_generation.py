@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from sepit.errors import ConfigError
-from sepit.model import PROTEIN_TOKEN, ModelConfig, ProteinInput, assemble, build_model, tiny
-from sepit.model.fusion import PRECISIONS, check_precision, inference_dtype, row_chunks
+from sepit.model import PROTEIN_TOKEN, ModelConfig, Protein, assemble, build_model, tiny
+from sepit.model.generation import RAGGED_ATTENTION, row_chunks
+from sepit.model.precision import inference_dtype
+from sepit.precisions import PRECISIONS, check_precision
 
 CONVS = [
     [{"role": "user", "content": f"{PROTEIN_TOKEN} What is it?"}],
@@ -22,7 +24,7 @@ CONVS = [
     [{"role": "user", "content": f"Does {PROTEIN_TOKEN} bind DNA?"}],
 ]
 PROTS = [["MKTAYIAKQR"], ["MKV", "GAVLIPF"],
-         [ProteinInput("MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", np.random.default_rng(0).normal(size=(33, 3)) * 4)],
+         [Protein("MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ", np.random.default_rng(0).normal(size=(33, 3)) * 4)],
          ["GAVLIPFMKT"], ["MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF"]]
 
 
@@ -81,7 +83,24 @@ def test_batched_fp32_equals_one_at_a_time_and_transformers_generate(model) -> N
     assert batched == [no_cache_reference(model, c, p, 8) for c, p in zip(CONVS, PROTS)]
     assert len(streamed) == 8 and streamed[-1] == batched
     assert len(set(batched)) > 1, "the prompts should not all give the same answer (or the test shows nothing)"
-    assert model.llm.config._attn_implementation == "sdpa"  # the decoding attention is switched back
+    assert model.llm.config._attn_implementation == RAGGED_ATTENTION  # chosen once, when the model was assembled
+
+
+def test_concurrent_generations_equal_sequential_ones_and_switch_nothing(model, monkeypatch) -> None:
+    """Two threads generating with one model (as the server does) get the answers they get one after the other:
+    generation changes no state the model shares, such as its attention implementation."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generation must not switch the shared model's attention implementation")
+
+    monkeypatch.setattr(model.llm, "set_attn_implementation", refuse)
+    jobs = [(CONVS[:3], PROTS[:3]), (CONVS[3:], PROTS[3:])] * 2
+    with torch.no_grad():
+        sequential = [model.chat(c, p, max_new_tokens=6) for c, p in jobs]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        concurrent = list(pool.map(lambda job: model.chat(*job, max_new_tokens=6), jobs))
+    assert concurrent == sequential and sequential[0] != sequential[1]
 
 
 def test_finished_answers_leave_the_batch_and_match_one_at_a_time(model, monkeypatch) -> None:

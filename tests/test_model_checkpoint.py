@@ -14,18 +14,21 @@ from sepit.errors import CheckpointError
 from sepit.model import (
     PROTEIN_TOKEN,
     ModelConfig,
-    ProteinInput,
+    Protein,
     build_model,
     checkpoint_config,
     load_model,
+    load_weights,
+    save_model,
     tiny,
     with_moe,
 )
 
 
 def _batch(model):
-    convs = [[{"role": "user", "content": f"{PROTEIN_TOKEN} What is it?"}, {"role": "assistant", "content": "A kinase."}]]
-    return model.processor(convs, [[ProteinInput("MKTAYIAKQR", np.random.default_rng(0).normal(size=(10, 3)) * 4)]])
+    convs = [[{"role": "user", "content": f"{PROTEIN_TOKEN} What is it?"},
+              {"role": "assistant", "content": "A kinase."}]]
+    return model.processor(convs, [[Protein("MKTAYIAKQR", np.random.default_rng(0).normal(size=(10, 3)) * 4)]])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def saved(tmp_path_factory):
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
     path = tmp_path_factory.mktemp("ckpt") / "model"
-    model.save_pretrained(path)
+    save_model(model, path)
     return model, path
 
 
@@ -62,7 +65,7 @@ def test_round_trip(saved) -> None:
 def test_moe_round_trip(tmp_path) -> None:
     model = build_model(tiny()).eval()
     model.upcycle()
-    model.save_pretrained(tmp_path / "moe")
+    save_model(model, tmp_path / "moe")
     assert checkpoint_config(tmp_path / "moe").moe.enabled
     loaded = load_model(tmp_path / "moe")
     assert loaded.is_moe
@@ -97,6 +100,32 @@ def test_weights_that_do_not_fit_are_refused(saved, tmp_path) -> None:
     assert "\n" not in str(e.value)
 
 
+def test_one_strict_weight_loader(saved, tmp_path) -> None:
+    """``load_weights`` (load_model's and the training resume's loader): tied weights are stored once and load into
+    both names; a model the file does not fit is a one-line error naming the file; a gathered state dict (what an
+    FSDP run passes to save_model) writes the same file."""
+    from safetensors import safe_open
+
+    model, path = saved
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        stored = set(f.keys())
+    names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    tied = {n for n in names if n not in stored}
+    assert tied and len(tied) == len(names) - len({id(p) for p in model.parameters()})  # each tie stored once
+    fresh = build_model(tiny())
+    load_weights(fresh, path / "model.safetensors")
+    a, b = model.state_dict(), fresh.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert fresh.llm.get_input_embeddings().weight is fresh.llm.get_output_embeddings().weight
+    save_model(model, tmp_path / "gathered", weights=model.state_dict())
+    with safe_open(str(tmp_path / "gathered" / "model.safetensors"), "pt") as f:
+        assert set(f.keys()) == stored
+    moe = build_model(tiny()).upcycle()
+    with pytest.raises(CheckpointError, match="weights do not fit this run's model") as e:
+        load_weights(moe, path / "model.safetensors", against="this run's model")
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(path / "model.safetensors"))
+
+
 @pytest.mark.parametrize("damage", ["missing_weights", "corrupt_weights", "corrupt_config", "no_dir", "wrong_format"])
 def test_broken_checkpoints_give_one_line_errors(saved, tmp_path, damage) -> None:
     import shutil
@@ -124,7 +153,7 @@ def test_save_replaces_atomically(saved, tmp_path) -> None:
     target = tmp_path / "m"
     target.mkdir()
     (target / "stale.txt").write_text("old")
-    model.save_pretrained(target)
+    save_model(model, target)
     assert not (target / "stale.txt").exists() and (target / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

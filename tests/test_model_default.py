@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from sepit.errors import SepitError
-from sepit.model import PROTEIN_TOKEN, ProteinInput, build_model, default, load_text_encoder
+from sepit.model import PROTEIN_TOKEN, Protein, build_model, default, load_text_encoder
 
 CRAMBIN = Path(__file__).parent / "data" / "model" / "1CRN.cif.gz"  # PDB 1CRN chain A, see data/model/README.md
 CRAMBIN_SEQ = "TTCCPSIVARSNFNVCRLPGTPEAICATYTGCIIIPGATCPGDYAN"
 
 
-def _crambin() -> ProteinInput:
+def _crambin() -> Protein:
     import gemmi
 
     st = gemmi.read_structure(str(CRAMBIN))
@@ -30,7 +30,7 @@ def _crambin() -> ProteinInput:
         ca = res.find_atom("CA", "*")
         if ca is not None:
             coords[i], mask[i] = (ca.pos.x, ca.pos.y, ca.pos.z), True
-    return ProteinInput(seq, coords, mask)
+    return Protein(seq, coords, mask)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sepit.model import ProteinInput, build_model, load_text_encoder, tiny
+from sepit.model import Protein, build_model, load_text_encoder, tiny
 from sepit.model.heads import ContrastiveHead, DenoisingHead, MaskedResidueHead, masked_mean
 from sepit.model.params import param_groups
 from sepit.model.structure import GaussianBasis, pair_distances
@@ -87,8 +87,8 @@ def test_mlm_head_uses_the_real_esm_vocabulary(model) -> None:
 
 def test_stage0_losses_with_structure(model, text_encoder) -> None:
     rng = np.random.default_rng(0)
-    prots = [ProteinInput("MKTAYIAKQRQISFVKSHF", rng.normal(size=(19, 3)).astype(np.float32) * 5), "MKVLAAGIV",
-             ProteinInput("GAVLIPFM", rng.normal(size=(8, 3)).astype(np.float32) * 5)]
+    prots = [Protein("MKTAYIAKQRQISFVKSHF", rng.normal(size=(19, 3)).astype(np.float32) * 5), "MKVLAAGIV",
+             Protein("GAVLIPFM", rng.normal(size=(8, 3)).astype(np.float32) * 5)]
     batch = model.processor.stage0_batch(prots, ["a kinase", "a small peptide", "unknown"], text_encoder)
     assert batch["text_input_ids"].shape[0] == 3
     model.zero_grad(set_to_none=True)
@@ -108,6 +108,18 @@ def test_stage0_losses_with_structure(model, text_encoder) -> None:
     # same generator seed → same corruption → same losses
     again = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(again["loss"], losses["loss"].detach())
+
+
+def test_stage0_validation_without_grad_scores_the_denoising_too(model, text_encoder) -> None:
+    """The stage-0 losses are the same computed with or without autograd (validation runs under no_grad)."""
+    prots = [Protein("MKTAYIAKQRQISF", np.random.default_rng(3).normal(size=(14, 3)).astype(np.float32) * 5)]
+    batch = model.processor.stage0_batch(prots, ["a kinase"], text_encoder)
+    with torch.no_grad():
+        scored = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(4))
+    trained = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(4))
+    assert scored["denoise"] > 0
+    for k, v in scored.items():
+        torch.testing.assert_close(v, trained[k].detach())
 
 
 def test_stage0_without_structure_has_zero_denoise_loss(model, text_encoder) -> None:

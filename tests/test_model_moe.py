@@ -11,7 +11,7 @@ from sepit.model import (
     GROUPS,
     PROTEIN_TOKEN,
     MoEFeedForward,
-    ProteinInput,
+    Protein,
     build_model,
     parameter_counts,
     tiny,
@@ -25,7 +25,7 @@ def _batch(model):
               {"role": "assistant", "content": "A kinase."}],
              [{"role": "user", "content": f"Compare {PROTEIN_TOKEN} and {PROTEIN_TOKEN}, in a few words."},
               {"role": "assistant", "content": "Both bind ATP."}]]
-    prots = [[ProteinInput("MKTAYIAKQR", torch.randn(10, 3).numpy() * 4)], ["MKV", "GAVLIPF"]]
+    prots = [[Protein("MKTAYIAKQR", torch.randn(10, 3).numpy() * 4)], ["MKV", "GAVLIPF"]]
     return model.processor(convs, prots)
 
 
@@ -35,8 +35,11 @@ def dense():
 
 
 def test_upcycled_experts_equal_the_dense_ffn(dense) -> None:
+    snapshot = copy.deepcopy(dense.llm.state_dict())
     llm = upcycle_to_moe(dense.llm, num_experts=4)
     assert not moe_layers(dense.llm), "copy=True must leave the dense model untouched"
+    assert dense.llm.state_dict().keys() == snapshot.keys()
+    assert all(torch.equal(v, snapshot[k]) for k, v in dense.llm.state_dict().items())
     for dense_layer, moe_layer in zip(decoder_layers(dense.llm), decoder_layers(llm)):
         moe = moe_layer.mlp
         assert isinstance(moe, MoEFeedForward) and len(moe.experts) == 4
@@ -61,7 +64,7 @@ def test_upcycled_logits_equal_dense_at_init(dense) -> None:
     torch.testing.assert_close(after.logits, before.logits, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(full_after, full_before, atol=1e-6, rtol=1e-6)
     # the routers do spread tokens over several experts, so the equality is not a single-expert accident
-    counts = torch.stack([m.last_counts for m in moe_layers(dense.llm)]).sum(0)
+    counts = torch.stack([m.expert_counts() for m in moe_layers(dense.llm)]).sum(0)
     assert (counts > 0).sum() >= 2
 
 
@@ -73,9 +76,11 @@ def test_aux_loss_is_reported_and_weighted(dense) -> None:
     torch.testing.assert_close(out.loss, out.lm_loss + 0.01 * out.aux_loss)
     # Switch-style value: per layer E * sum_e f_e * P_e over the real (non-padding) tokens
     real = int(batch["attention_mask"].sum())
-    for m in moe_layers(dense.llm):
-        assert int(m.last_counts.sum()) == real
+    mask = batch["attention_mask"].bool()
     layers = moe_layers(dense.llm)
+    for m in layers:
+        assert int(m.expert_counts(mask).sum()) == real < m.last_routing.choice.numel()  # padding left out
+    torch.testing.assert_close(out.aux_loss, sum(m.aux_loss(mask) for m in layers))
     assert 0.9 * len(layers) <= float(out.aux_loss.detach()) <= 4.0 * len(layers)  # ≥ ~1 per layer, ≤ E per layer
     out.loss.backward()
     routers = dense.param_groups()["router"]
@@ -87,13 +92,18 @@ def test_aux_loss_formula() -> None:
     mlp = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
     moe = upcycle_mlp(mlp, hidden_size=8, num_experts=4)
     x = torch.randn(2, 5, 8)
-    moe.token_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
     y = moe(x)
     torch.testing.assert_close(y, mlp(x), atol=1e-6, rtol=1e-6)  # no token dropped, gate = 1
-    flat = x.reshape(-1, 8)[moe.token_mask.reshape(-1)]
+    flat = x.reshape(-1, 8)[mask.reshape(-1)]
     probs = torch.softmax(moe.router(flat), -1)
     frac = torch.bincount(probs.argmax(-1), minlength=4).float() / flat.shape[0]
-    torch.testing.assert_close(moe.last_aux_loss, 4 * (frac * probs.mean(0)).sum())
+    torch.testing.assert_close(moe.aux_loss(mask), 4 * (frac * probs.mean(0)).sum())
+    assert int(moe.expert_counts(mask).sum()) == 8 and int(moe.expert_counts().sum()) == 10
+    with pytest.raises(ValueError, match=r"token mask of shape \(2, 4\) does not fit .* of shape \(2, 5\)"):
+        moe.aux_loss(mask[:, :4])
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        moe.expert_counts(mask.T)
 
 
 def test_routing_uses_the_chosen_expert() -> None:
@@ -140,13 +150,6 @@ def test_every_parameter_in_exactly_one_group(moe) -> None:
         assert groups[g], g
     assert bool(groups["experts"]) == moe and bool(groups["router"]) == moe
     assert all(".experts." in n for n, _ in groups["experts"]) and all(".router." in n for n, _ in groups["router"])
-
-
-def test_upcycle_copy_is_independent(dense) -> None:
-    snapshot = copy.deepcopy(dense.llm.state_dict())
-    upcycle_to_moe(dense.llm)
-    for k, v in dense.llm.state_dict().items():
-        assert torch.equal(v, snapshot[k])
 
 
 def test_activation_checkpointing_gives_the_same_gradients(dense) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sepit.model import ProteinInput, build_model, tiny
+from sepit.model import Protein, build_model, tiny
 from sepit.model.structure import GaussianBasis, StructureModule
 
 
@@ -58,35 +58,55 @@ def test_no_structure_equals_plain_esm(model) -> None:
     torch.testing.assert_close(ours.last[real], plain.last_hidden_state[real], atol=1e-5, rtol=1e-5)
 
 
+def test_pair_kernels_only_when_asked_whatever_the_grad_mode(model) -> None:
+    """``return_kernels`` alone decides whether the (B, L, L, K) kernels come back; both paths give the same
+    features, with or without autograd, and the same gradients."""
+    seq = "MKTAYIAKQRQISF"
+    b = _batch(model, [Protein(seq, _coords(len(seq), 7)), "MKV"])
+    args = (b["protein_input_ids"], b["protein_attention_mask"], b["coords"], b["coord_mask"])
+    params = list(model.encoder.structure.parameters())
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            plain = model.encoder(*args)
+            full = model.encoder(*args, return_kernels=True)
+        assert plain.kernels is None
+        assert full.kernels is not None and full.kernels.shape == (2, len(seq) + 2, len(seq) + 2, 16)
+        torch.testing.assert_close(plain.penultimate, full.penultimate, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(plain.last, full.last, atol=1e-5, rtol=1e-5)
+    for a, c in zip(torch.autograd.grad(plain.penultimate.square().sum(), params),
+                    torch.autograd.grad(full.penultimate.square().sum(), params)):
+        torch.testing.assert_close(a, c, atol=1e-4, rtol=1e-4)
+
+
 def test_structure_changes_output_and_masked_parts_change_nothing(model) -> None:
     seq = "MKTAYIAKQRQISFVKSHFSRQ"
     xyz = _coords(len(seq), 0)
     with torch.no_grad():
         none = model.encode(_batch(model, [seq])).penultimate
-        with_s = model.encode(_batch(model, [ProteinInput(seq, xyz)])).penultimate
+        with_s = model.encode(_batch(model, [Protein(seq, xyz)])).penultimate
         assert (with_s - none).abs().max() > 1e-3
         # a protein whose structure is all masked (coords present, mask False) equals no structure at all
-        off = model.encode(_batch(model, [ProteinInput(seq, xyz, np.zeros(len(seq), bool))])).penultimate
+        off = model.encode(_batch(model, [Protein(seq, xyz, np.zeros(len(seq), bool))])).penultimate
         torch.testing.assert_close(off, none, atol=1e-5, rtol=1e-5)
         # moving a masked residue's coordinates changes nothing
         mask = np.ones(len(seq), bool)
         mask[5] = False
         moved = xyz.copy()
         moved[5] += 50.0
-        a = model.encode(_batch(model, [ProteinInput(seq, xyz, mask)])).penultimate
-        b = model.encode(_batch(model, [ProteinInput(seq, moved, mask)])).penultimate
+        a = model.encode(_batch(model, [Protein(seq, xyz, mask)])).penultimate
+        b = model.encode(_batch(model, [Protein(seq, moved, mask)])).penultimate
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
         # NaN coordinates count as missing
         nan = xyz.copy()
         nan[5] = np.nan
-        c = model.encode(_batch(model, [ProteinInput(seq, nan)])).penultimate
+        c = model.encode(_batch(model, [Protein(seq, nan)])).penultimate
         torch.testing.assert_close(a, c, atol=1e-6, rtol=1e-6)
 
 
 def test_batch_with_and_without_structure_and_padding(model) -> None:
     """Each protein's real positions are the same alone or in a padded mixed batch (padding = −inf keys)."""
     long_seq, short_seq = "MKTAYIAKQRQISFVKSHFSRQLEERLG", "MKVLAAG"
-    p_long = ProteinInput(long_seq, _coords(len(long_seq), 1))
+    p_long = Protein(long_seq, _coords(len(long_seq), 1))
     with torch.no_grad():
         alone_long = model.encode(_batch(model, [p_long])).penultimate[0]
         alone_short = model.encode(_batch(model, [short_seq])).penultimate[0]
@@ -109,15 +129,15 @@ def test_rotation_and_translation_invariance(model) -> None:
         bias_b, node_b, _ = s(moved[None], mask)
         torch.testing.assert_close(bias_a, bias_b, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(node_a, node_b, atol=1e-4, rtol=1e-4)
-        out_a = model.encode(_batch(model, [ProteinInput(seq, xyz.numpy())])).penultimate
-        out_b = model.encode(_batch(model, [ProteinInput(seq, moved.numpy())])).penultimate
+        out_a = model.encode(_batch(model, [Protein(seq, xyz.numpy())])).penultimate
+        out_b = model.encode(_batch(model, [Protein(seq, moved.numpy())])).penultimate
     torch.testing.assert_close(out_a, out_b, atol=1e-4, rtol=1e-4)
 
 
 def test_bias_reaches_every_layer_through_the_4d_mask(model) -> None:
     """Every ESM layer receives bias + padding as its attention mask, unchanged by transformers' mask utils."""
     seq = "MKTAYIAKQRQ"
-    b = _batch(model, [ProteinInput(seq, _coords(len(seq), 4)), "MKV"])
+    b = _batch(model, [Protein(seq, _coords(len(seq), 4)), "MKV"])
     seen = []
     hooks = [layer.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(kwargs["attention_mask"]),
                                              with_kwargs=True) for layer in model.encoder.esm.encoder.layer]
@@ -144,7 +164,7 @@ def test_bias_is_added_to_attention_scores_before_softmax() -> None:
     with torch.no_grad():
         m.encoder.structure.bias.fc2.weight.mul_(20.0)
     seq = "MKTAYIAKQRQ"
-    b = m.processor.protein_batch([ProteinInput(seq, _coords(len(seq), 5))])
+    b = m.processor.protein_batch([Protein(seq, _coords(len(seq), 5))])
     ids, attn = b["protein_input_ids"], b["protein_attention_mask"]
     esm = m.encoder.esm
     with torch.no_grad():
@@ -165,7 +185,7 @@ def test_sdpa_and_eager_agree_with_structure() -> None:
         cfg.plm_attn_implementation = impl
         m = build_model(cfg).eval()
         with torch.no_grad():
-            outs.append(m.encode(m.processor.protein_batch([ProteinInput(seq, _coords(len(seq), 6)), "MK"]))
+            outs.append(m.encode(m.processor.protein_batch([Protein(seq, _coords(len(seq), 6)), "MK"]))
                         .penultimate)
     torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
 

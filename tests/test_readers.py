@@ -218,7 +218,9 @@ def test_flat_new_format_features_and_evidence_cleaning() -> None:
     texts = [*c.function, *c.subunit, *c.subcellular_location, *(f.note for f in c.features)]
     assert texts and not any("ECO:" in t or "{" in t or "(PubMed" in t for t in texts)
     assert c.subcellular_location == ("Cell junction, tight junction", "Cell membrane", "Basolateral cell membrane")
-    assert any(t.id == "GO:0005923" for t in c.go) or c.go  # GO cross-references parsed
+    assert len(c.go) == 41  # every "DR   GO;" line of the entry
+    assert ("GO:0005923", "CC", "bicellular tight junction", "IDA") in {(t.id, t.aspect, t.name, t.evidence)
+                                                                      for t in c.go}
     assert all(t.evidence and t.aspect in ("MF", "BP", "CC") for t in c.go)
 
 

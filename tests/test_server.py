@@ -12,20 +12,21 @@ from dataclasses import replace
 
 import httpx
 import pytest
-from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE, make_tiny_model
+from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE
 from fastapi.testclient import TestClient
 
 import sepit
 from sepit.api import ProteinQA
+from sepit.errors import GenerationStopped
 from sepit.server.app import asgi_app
-from sepit.server.limits import ServerLimits
+from sepit.server.limits import LimitExceeded, ServerLimits
 
 B64_CRAMBIN = base64.b64encode(CRAMBIN.read_bytes()).decode()
 
 
 @pytest.fixture(scope="module")
-def qa(tmp_path_factory) -> ProteinQA:
-    return sepit.load(make_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+def qa(fitted_model_dir) -> ProteinQA:
+    return sepit.load(fitted_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +240,6 @@ class Slow(ProteinQA):
                 if on_text:
                     on_text(0, "x")
                 time.sleep(0.01)
-            from sepit.api import GenerationStopped
-
             raise GenerationStopped("stopped")
         finally:
             self.finished.set()
@@ -261,11 +260,37 @@ def test_timeout_gives_504_and_frees_the_slot(qa) -> None:
         assert slow.finished.wait(5) and c.get("/health").json()["running"] == 0
 
 
+class GreedyOnly(ProteinQA):
+    """The real model, served as if it could only decode greedily."""
+
+    supports_sampling = False
+
+
 def test_temperature_limit_follows_the_model(qa) -> None:
+    assert qa.supports_sampling
     with TestClient(asgi_app(qa, replace(ServerLimits(), max_temperature=2.0))) as c:
         r = ask(c, sequence=SEQUENCE, temperature=0.5)
-        if qa.supports_sampling:
-            assert c.get("/v1/limits").json()["max_temperature"] == 2.0 and r.status_code == 200
-        else:  # a greedy-only model: the documented range shrinks to 0 and the request is refused
-            assert c.get("/v1/limits").json()["max_temperature"] == 0.0
-            assert r.status_code == 422 and "temperature must be 0–0" in r.json()["detail"]
+        assert c.get("/v1/limits").json()["max_temperature"] == 2.0 and r.status_code == 200
+    # a greedy-only model: the documented range shrinks to 0 and a temperature is refused
+    with TestClient(asgi_app(GreedyOnly(qa.model), replace(ServerLimits(), max_temperature=2.0))) as c:
+        assert c.get("/v1/limits").json()["max_temperature"] == 0.0
+        r = ask(c, sequence=SEQUENCE, temperature=0.5)
+        assert r.status_code == 422 and "temperature must be 0–0" in r.json()["detail"]
+        assert ask(c, sequence=SEQUENCE).json()["answer"] == ANSWER
+
+
+def test_the_limits_checks_in_one_place() -> None:
+    lim = ServerLimits(max_sequence_length=10, max_upload_bytes=30, max_annotate_proteins=2)
+    assert lim.new_tokens(None, 0.0) == lim.default_max_new_tokens
+    for check, args, status in [(lim.new_tokens, (0, 0.0), 422), (lim.check_protein, ("p", 11), 422),
+                                (lim.check_upload_bytes, (31,), 413), (lim.check_upload_base64, ("A" * 48,), 413),
+                                (lim.check_annotate, (3,), 422), (lim.check_annotate, (0,), 422),
+                                (lim.check_chat, ("q", ["a"] * 17), 422)]:
+        with pytest.raises(LimitExceeded) as e:
+            check(*args)
+        assert e.value.status == status and "\n" not in e.value.detail
+    lim.check_protein("p", 10)
+    lim.check_upload_base64("A" * 44)
+    narrowed = lim.for_model(supports_sampling=False, max_sequence_length=8)
+    assert (narrowed.max_temperature, narrowed.max_sequence_length) == (0.0, 8)
+    assert lim.for_model(supports_sampling=True, max_sequence_length=None) == lim

@@ -292,7 +292,9 @@ def test_structure_store_round_trip(tmp_path: Path) -> None:
         c0, m0 = store.get(pid)
         c1, m1 = back.get(pid)
         assert np.array_equal(c0, c1) and np.array_equal(m0, m1) and len(c1) == len(seqs[pid])
-        assert back.info(pid) == pytest.approx(store.info(pid)) or back.info(pid).source == store.info(pid).source
+        a, b = store.info(pid), back.info(pid)  # float32 on disk: coverage and identity round to it
+        assert (b.length, b.source) == (a.length, a.source) and a.source
+        assert (b.coverage, b.identity) == pytest.approx((a.coverage, a.identity), abs=1e-6)
     assert back.get("P99999") is None and "P99999" not in back
 
 

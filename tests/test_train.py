@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from sepit.errors import SepitError
-from sepit.model import ProteinInput, build_model, load_model, tiny
+from sepit.model import Protein, build_model, load_model, tiny
 from sepit.train.batching import Item
 from sepit.train.config import TrainConfig
 from sepit.train.loop import TrainingError, latest_checkpoint, train
-from sepit.train.stages import StageRunner
+from sepit.train.stages import ChatRunner
 
 AA = list("ACDEFGHIKLMNPQRSTVWY")
 
@@ -27,7 +27,7 @@ def make_items(n: int = 12, seed: int = 0, kinds=("open",)) -> list[Item]:
         L = 8 + (i % 5)
         seq = "".join(rng.choice(AA, L))
         coords = (rng.normal(size=(L, 3)) * 4).astype("float32") if i % 2 else None
-        prot = ProteinInput(seq, coords, None if coords is None else np.ones(L, bool))
+        prot = Protein(seq, coords, None if coords is None else np.ones(L, bool))
         answer = "It is a kinase." if i % 3 else "It transports ions."
         items.append(Item(f"p{i}", (prot,), messages=({"role": "user", "content": "<protein>\nWhat does it do?"},
                                                       {"role": "assistant", "content": answer}),
@@ -84,7 +84,7 @@ def test_resume_matches_uninterrupted_run(stage, tmp_path, monkeypatch) -> None:
     full = train(cfg_for(stage, tmp_path / "a", max_steps=6), items=items, model=build_model(tiny()))
 
     calls = {"n": 0}
-    real = StageRunner.collate
+    real = ChatRunner.collate
 
     def dying(self, batch_items, step):
         calls["n"] += 1
@@ -92,10 +92,10 @@ def test_resume_matches_uninterrupted_run(stage, tmp_path, monkeypatch) -> None:
             raise KeyboardInterrupt
         return real(self, batch_items, step)
 
-    monkeypatch.setattr(StageRunner, "collate", dying)
+    monkeypatch.setattr(ChatRunner, "collate", dying)
     with pytest.raises(KeyboardInterrupt):
         train(cfg_for(stage, tmp_path / "b", max_steps=6), items=items, model=build_model(tiny()))
-    monkeypatch.setattr(StageRunner, "collate", real)
+    monkeypatch.setattr(ChatRunner, "collate", real)
     with pytest.raises(SepitError, match="already has checkpoints"):
         train(cfg_for(stage, tmp_path / "b", max_steps=6), items=items, model=build_model(tiny()))
     resumed = train(cfg_for(stage, tmp_path / "b", max_steps=6), items=items, model=build_model(tiny()),
@@ -104,7 +104,7 @@ def test_resume_matches_uninterrupted_run(stage, tmp_path, monkeypatch) -> None:
 
 
 def test_nan_loss_stops_and_names_last_checkpoint(tmp_path, monkeypatch) -> None:
-    real = StageRunner.loss
+    real = ChatRunner.loss
     calls = {"n": 0}
 
     def nan_at_3(self, model, batch, denom, n_micro):
@@ -114,7 +114,7 @@ def test_nan_loss_stops_and_names_last_checkpoint(tmp_path, monkeypatch) -> None
             loss = loss * float("nan")
         return loss, parts
 
-    monkeypatch.setattr(StageRunner, "loss", nan_at_3)
+    monkeypatch.setattr(ChatRunner, "loss", nan_at_3)
     with pytest.raises(TrainingError, match=r"loss is nan at step 3.*Last good checkpoint: .*step-0000002"):
         train(cfg_for(1, tmp_path, max_steps=4), items=make_items(), model=build_model(tiny()))
     assert latest_checkpoint(tmp_path).name == "step-0000002"
@@ -144,6 +144,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     _distributed.leave()
 
 
+@pytest.mark.dist
 def test_two_gloo_processes_match_one_process(tmp_path) -> None:
     two = tmp_path / "two"
     _distributed.spawn(_worker, str(two))

@@ -22,7 +22,7 @@ from test_train import cfg_for, make_items
 from sepit.model import build_model, load_model, tiny
 from sepit.train.config import DistributedSection, TrainConfig
 from sepit.train.loop import train
-from sepit.train.stages import StageRunner
+from sepit.train.stages import ChatRunner, Stage0Runner
 
 FSDP = DistributedSection(strategy="fsdp")
 
@@ -43,7 +43,8 @@ def _run_worker(rank: int, port: int, runs: list[tuple[int, str, dict]], validat
     """Each rank trains ``runs`` (stage, out_dir, config overrides) in turn; rank 0 writes out_dir/losses.json."""
     _join(rank, port)
     if validate:
-        StageRunner.prepare = _with_validation(StageRunner.prepare)
+        for runner in (Stage0Runner, ChatRunner):
+            runner.prepare = _with_validation(runner.prepare)
     for stage, out, kw in runs:
         res = train(cfg_for(stage, out, **kw), items=make_items(), model=build_model(tiny()))
         if rank == 0:
@@ -65,6 +66,7 @@ def _metric(run: Path, key: str) -> list[float]:
     return [json.loads(line)[key] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.dist
 def test_fsdp_two_processes_match_one_process(tmp_path) -> None:
     """Stage 1 (ESM layers and LLM blocks sharded, tied embeddings trained), 2 processes × 2 × accum 2 vs 1 × 4 × 2."""
     two = tmp_path / "two"
@@ -89,6 +91,7 @@ def test_fsdp_two_processes_match_one_process(tmp_path) -> None:
     assert meta[0]["param_groups"] == meta[1]["param_groups"]
 
 
+@pytest.mark.dist
 def test_fsdp_matches_ddp(tmp_path) -> None:
     """Stages whose result depends on how the batch is split, compared with DDP over the same two processes:
     stage 0 runs outside ``forward`` (``stage0_losses``) and draws its masks from each rank's RNG; stage 2's
@@ -118,20 +121,20 @@ def test_fsdp_matches_ddp(tmp_path) -> None:
 
 def _interrupted(cfg: TrainConfig, items, at_step: int = 4) -> None:
     """Train until killed during step ``at_step + 1`` (after the checkpoint of ``at_step``)."""
-    real = StageRunner.collate
+    real = ChatRunner.collate
 
     def dying(self, batch_items, step):
         if step == at_step:
             raise KeyboardInterrupt
         return real(self, batch_items, step)
 
-    StageRunner.collate = dying
+    ChatRunner.collate = dying
     try:
         train(cfg, items=items, model=build_model(tiny()))
     except KeyboardInterrupt:
         pass
     finally:
-        StageRunner.collate = real
+        ChatRunner.collate = real
 
 
 def _resume_worker(rank: int, port: int, out: str) -> None:
@@ -152,6 +155,7 @@ def _resume_worker(rank: int, port: int, out: str) -> None:
     _leave()
 
 
+@pytest.mark.dist
 def test_fsdp_resume_is_exact_and_crosses_strategies(tmp_path) -> None:
     """An interrupted FSDP run resumes as if uninterrupted; FSDP and one process (same global batch) resume each
     other's checkpoints: same weights, optimizer state, step and data position."""
@@ -188,39 +192,45 @@ def test_strategy_is_typed() -> None:
 
 
 def _nan_worker(rank: int, port: int, out: str) -> None:
-    """Rank 1 alone sees a NaN loss from its third micro-batch (step 3); each rank records how it ended."""
+    """Rank 1 alone sees a NaN loss from its third micro-batch (step 3); each rank records how it ended and
+    whether ``train`` left the process group (it joined it, so it leaves it when it stops everyone)."""
+    import torch.distributed
+
     from sepit.train.loop import TrainingError
 
     _join(rank, port)
-    orig, calls = StageRunner.loss, {"n": 0}
+    orig, calls = ChatRunner.loss, {"n": 0}
 
     def loss(self, model, batch, denom, n_micro):
         value, parts = orig(self, model, batch, denom, n_micro)
         calls["n"] += 1
         return (value * float("nan") if rank == 1 and calls["n"] > 2 else value), parts
 
-    StageRunner.loss = loss
+    ChatRunner.loss = loss
     try:
         train(cfg_for(1, out, batch_size=2, grad_accum=1, max_steps=5, save_every=1, distributed=FSDP),
               items=make_items(), model=build_model(tiny()))
         msg = "finished"
     except TrainingError as e:
         msg = str(e)
-    Path(out, f"rank{rank}.txt").write_text(msg)
-    _leave()
+    left = not torch.distributed.is_initialized()
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"message": msg, "left_group": left}))
+    # no _leave(): the process exits as `sepit train` does after an error; an abort at exit fails the test (spawn)
 
 
+@pytest.mark.dist
 def test_nan_on_one_process_stops_every_process(tmp_path) -> None:
-    """A NaN on one rank stops all ranks at the same step (none left waiting in a collective), naming the checkpoint."""
+    """A NaN on one rank stops all ranks at the same step (none left waiting in a collective), naming the
+    checkpoint; every rank leaves the process group and exits cleanly (exit code 0, no abort at exit)."""
     _spawn(_nan_worker, str(tmp_path))
     for rank in (0, 1):
-        msg = (tmp_path / f"rank{rank}.txt").read_text()
-        assert "at step 3" in msg and "step-0000002" in msg, (rank, msg)
+        end = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert "at step 3" in end["message"] and "step-0000002" in end["message"], (rank, end)
+        assert end["left_group"], rank
 
 
-def test_torchrun_runs_the_cli_and_exits_cleanly(tmp_path) -> None:
-    """``torchrun --nproc_per_node 2 -m sepit.cli train ...`` (the documented command) trains, prints its result once
-    (not once per process) and exits cleanly: exit code 0, no abort message from either process."""
+def _torchrun_train(tmp_path: Path, *overrides: str):
+    """``torchrun --nproc_per_node 2 -m sepit.cli train`` (the documented command) on a small built dataset."""
     import subprocess
     import sys
 
@@ -233,11 +243,33 @@ def test_torchrun_runs_the_cli_and_exits_cleanly(tmp_path) -> None:
     table.write_text(header + "".join(rows))
     build_dataset(_cfg(table), tmp_path / "data", tool=KmerSearch())
     config = Path(__file__).resolve().parents[1] / "src/sepit/configs/train/stage1_tiny.yaml"
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sepit.cli",
-                          "train", str(config), f"data.dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}",
-                          "max_steps=2", "distributed.strategy=fsdp"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sepit.cli",
+                           "train", str(config), f"data.dir={tmp_path / 'data'}", f"out_dir={tmp_path / 'run'}",
+                           "distributed.strategy=fsdp", *overrides],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _no_abort(stderr: str) -> bool:
+    return "terminate called" not in stderr and "SIGABRT" not in stderr and "NOT been destroyed" not in stderr
+
+
+@pytest.mark.dist
+def test_torchrun_runs_the_cli_and_exits_cleanly(tmp_path) -> None:
+    """``torchrun --nproc_per_node 2 -m sepit.cli train ...`` (the documented command) trains, prints its result once
+    (not once per process) and exits cleanly: exit code 0, no abort message from either process."""
+    run = _torchrun_train(tmp_path, "max_steps=2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("done: 2 steps") == 1, run.stdout
-    assert "terminate called" not in run.stderr and "NOT been destroyed" not in run.stderr, run.stderr[-3000:]
+    assert _no_abort(run.stderr), run.stderr[-3000:]
     assert (tmp_path / "run" / "final").is_dir()
+
+
+@pytest.mark.dist
+def test_torchrun_cli_stops_on_nan_with_an_error_line(tmp_path) -> None:
+    """A NaN loss under torchrun (a huge learning rate: NaN at step 2) ends every process with the one-line error
+    and a non-zero exit code, without an abort or a hang."""
+    run = _torchrun_train(tmp_path, "max_steps=4", "lr.llm=1e30", "lr.projector=1e30")
+    assert run.returncode != 0, run.stdout[-3000:]
+    errors = [line for line in run.stderr.splitlines() if line.startswith("sepit: error:")]
+    assert errors and all("loss is nan at step 2 on some process" in line for line in errors), run.stderr[-3000:]
+    assert _no_abort(run.stderr), run.stderr[-3000:]

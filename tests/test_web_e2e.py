@@ -19,7 +19,7 @@ import time
 
 import httpx
 import pytest
-from _sepit_qa import ANSWER, CRAMBIN, QUESTION, REPO, make_tiny_model
+from _sepit_qa import ANSWER, CRAMBIN, QUESTION, REPO
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = REPO / "test-artifacts"
@@ -37,8 +37,8 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    model = make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+def server(tmp_path_factory, fitted_model_dir):
+    model = fitted_model_dir
     port = _free_port()
     env = {**os.environ, "SEPIT_HOME": str(tmp_path_factory.mktemp("home"))}
     proc = subprocess.Popen([sys.executable, "-m", "sepit.cli", "serve", "--model", str(model), "--port", str(port)],

@@ -4,7 +4,7 @@ A structure-aware ESM-2 protein encoder, projected into a causal LLM, instructio
 proteins (Wu et al., arXiv 2410.03553). See README.md for the command line; the Python API lives in the subpackages.
 """
 
-__version__ = "0.1.0"
+from sepit.version import __version__
 
 __all__ = ["__version__", "load"]
 

@@ -48,23 +48,74 @@ def write_json(path: str | Path, data: Any) -> None:
         f.write("\n")
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file under ``root`` and the folders holding them to disk, so that a rename that publishes
+    ``root`` never points at data still in the page cache (a power cut after it would leave empty files)."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system lets a folder be opened or synced
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove what killed writers of ``path`` left beside it (``.NAME.PID.*.partial`` build folders and
+    ``.NAME.old-PID`` folders being replaced) whose process is gone; returns what was removed."""
+    removed = []
+    for p in path.parent.glob(f".{path.name}.*"):
+        rest = p.name[len(path.name) + 2:]
+        pid_text = rest.split(".", 1)[0] if p.name.endswith(".partial") else rest.removeprefix("old-")
+        if not (pid_text.isdigit() and (p.name.endswith(".partial") or rest.startswith("old-"))):
+            continue
+        if int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a directory under a temp name beside ``path``; on success it replaces ``path`` in one rename.
 
-    An existing ``path`` is moved aside first and removed only after the new one is in place.
+    The files are fsynced before the rename. An existing ``path`` is moved aside first and removed only after the new
+    one is in place. Leftovers of writers that were killed (``.partial`` folders) are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    remove_stale_partials(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; results are ordinary directories
+        _fsync_tree(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from sepit.config import read_yaml
-from sepit.errors import ConfigError, InputError
+from sepit.errors import ConfigError, GenerationStopped, InputError
 from sepit.log import get_logger, progress
 from sepit.paths import resources_dir
+from sepit.proteins import Protein, conversation, input_files, read_proteins
 
 log = get_logger(__name__)
 
@@ -62,15 +63,13 @@ def load_questions(path: str | Path | None = None) -> list[Question]:
     return out
 
 
-def annotate_proteins(qa: Any, proteins: Sequence[Any], questions: Sequence[Question], *,
+def annotate_proteins(qa: Any, proteins: Sequence[Protein], questions: Sequence[Question], *,
                       max_new_tokens: int = 96, batch_size: int = 8,
                       should_stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Answer every question about every protein; open questions are generated ``batch_size`` at a time.
 
     Returns one row per protein (the JSONL record without the file bookkeeping).
     """
-    from sepit.api import GenerationStopped, conversation
-
     opens = [q for q in questions if q.kind == "open"]
     yesnos = [q for q in questions if q.kind == "yesno"]
     pairs = [(i, q) for i in range(len(proteins)) for q in opens]
@@ -119,25 +118,21 @@ def done_ids(out: Path) -> set[str]:
     return ids
 
 
-def unique_ids(proteins: list[Any]) -> list[Any]:
+def unique_ids(proteins: list[Protein]) -> list[Protein]:
     """Make ids unique across inputs (``id``, ``id#2``, ...) so resuming can key on them."""
-    from sepit.api import Protein
-
     seen: dict[str, int] = {}
     out = []
     for p in proteins:
         n = seen.get(p.id, 0) + 1
         seen[p.id] = n
-        out.append(p if n == 1 else Protein(f"{p.id}#{n}", p.sequence, p.coords, p.coord_mask, p.source))
+        out.append(p if n == 1 else replace(p, id=f"{p.id}#{n}"))
     return out
 
 
-def collect_proteins(inputs: Sequence[str | Path], chain: str | None = None) -> list[Any]:
+def collect_proteins(inputs: Sequence[str | Path], chain: str | None = None) -> list[Protein]:
     """Proteins of every input. A file named on the command line must be readable; an unreadable file found
     inside a folder is skipped with a warning (one bad download should not stop a batch of thousands)."""
-    from sepit.api import input_files, read_proteins
-
-    proteins = []
+    proteins: list[Protein] = []
     for inp in inputs:
         if not Path(inp).is_dir():
             proteins += read_proteins(inp, chain)

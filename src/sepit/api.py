@@ -11,253 +11,53 @@
     qa.annotate("1abc.pdb")                                                # the standard question set
 
 A *protein* is a sequence string, a FASTA record (text starting with ``>``), a FASTA or structure file path
-(PDB / mmCIF / AlphaFold, plain or gzipped) or a :class:`Protein`. Every answer comes from the model's one batched
-``generate()``; the CLI, ``sepit annotate`` and the HTTP server all go through :meth:`ProteinQA.generate`.
+(PDB / mmCIF / AlphaFold, plain or gzipped) or a :class:`sepit.proteins.Protein`, read by
+:func:`sepit.proteins.protein_from`. This module is the façade over a loaded model: every answer comes from the
+model's one batched ``generate()``; the CLI, ``sepit annotate`` and the HTTP server all go through
+:meth:`ProteinQA.generate`.
 """
 
 from __future__ import annotations
 
-import os
 import queue
-import re
-import tempfile
 import threading
-import zlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sepit.errors import InputError, SepitError
+from sepit.errors import GenerationStopped, InputError, SepitError, UploadTooLarge
 from sepit.log import get_logger
 from sepit.paths import sepit_home
+from sepit.proteins import (
+    FASTA_SUFFIXES,
+    STRUCTURE_SUFFIXES,
+    Protein,
+    conversation,
+    input_files,
+    is_fasta_path,
+    is_structure_path,
+    parse_fasta_text,
+    protein_from,
+    protein_from_upload,
+    read_fasta_file,
+    read_proteins,
+    read_structure_file,
+)
 
 log = get_logger(__name__)
 
-FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas", ".fna", ".seq")
-STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb1")
-_AA = re.compile(r"^[ACDEFGHIKLMNPQRSTVWYXBZUOacdefghiklmnpqrstvwyxbzuo]+$")
+# The protein parser and the errors moved to sepit.proteins / sepit.errors; these names stay importable from here.
+__all__ = ["FASTA_SUFFIXES", "STRUCTURE_SUFFIXES", "DefaultModelMissing", "GenerationStopped", "OnText", "Protein",
+           "ProteinQA", "UploadTooLarge", "conversation", "default_model_dir", "input_files", "is_fasta_path",
+           "is_structure_path", "load", "parse_fasta_text", "protein_from", "protein_from_upload", "read_fasta_file",
+           "read_proteins", "read_structure_file", "resolve_model_dir"]
 
 OnText = Callable[[int, str], None]
 """Streaming callback: ``on_text(i, delta)`` with new answer text of sample ``i`` of the batch."""
 
 
-@dataclass(frozen=True, eq=False)
-class Protein:
-    """One protein as the model sees it: sequence, optional Cα coordinates ``(L, 3)`` and their mask ``(L,)``."""
-
-    id: str
-    sequence: str
-    coords: np.ndarray | None = None  # (L, 3) float32, Å
-    coord_mask: np.ndarray | None = None  # (L,) bool, True where the residue has a Cα
-    source: str = ""
-
-    @property
-    def has_structure(self) -> bool:
-        return self.coords is not None and self.coord_mask is not None and bool(self.coord_mask.any())
-
-    def __len__(self) -> int:
-        return len(self.sequence)
-
-    def summary(self) -> dict[str, Any]:
-        n = int(self.coord_mask.sum()) if self.coord_mask is not None else 0
-        return {"id": self.id, "length": len(self.sequence), "has_structure": self.has_structure,
-                "residues_with_coords": n, "source": self.source}
-
-
 class DefaultModelMissing(SepitError):
     """No ``--model`` was given and no default trained model is registered."""
-
-
-# --- proteins from user input ------------------------------------------------------------------------------------
-
-def clean_sequence(seq: str, where: str = "sequence") -> str:
-    """Upper-case, whitespace and a trailing ``*`` removed; a one-line InputError on any other letter."""
-    s = re.sub(r"\s+", "", seq).rstrip("*").upper()
-    if not s:
-        raise InputError(None, f"{where}: empty sequence")
-    if not _AA.match(s):
-        bad = sorted({c for c in s if not _AA.match(c)})
-        raise InputError(None, f"{where}: not an amino-acid sequence (unexpected characters {''.join(bad)!r})")
-    return s
-
-
-def parse_fasta_text(text: str, where: str = "FASTA") -> list[Protein]:
-    """FASTA records in a string → proteins (id: the UniProt accession, else the header's first word)."""
-    from sepit.data.readers import parse_fasta_header
-
-    out: list[Protein] = []
-    header, lines = None, []
-
-    def flush() -> None:
-        if header is not None:
-            pid = parse_fasta_header(header).get("accession") or f"record{len(out) + 1}"
-            out.append(Protein(pid, clean_sequence("".join(lines), f"{where} record {pid!r}"), source=where))
-
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith(";"):
-            continue
-        if line.startswith(">"):
-            flush()
-            header, lines = line[1:].strip(), []
-        elif header is None:
-            raise InputError(None, f"{where}: not FASTA (text before the first '>' header)")
-        else:
-            lines.append(line)
-    flush()
-    if not out:
-        raise InputError(None, f"{where}: no FASTA records")
-    return out
-
-
-def _strip_gz(name: str) -> str:
-    return name[:-3] if name.lower().endswith(".gz") else name
-
-
-def is_structure_path(path: str | Path) -> bool:
-    return Path(_strip_gz(str(path))).suffix.lower() in STRUCTURE_SUFFIXES
-
-
-def is_fasta_path(path: str | Path) -> bool:
-    return Path(_strip_gz(str(path))).suffix.lower() in FASTA_SUFFIXES
-
-
-def read_fasta_file(path: str | Path) -> list[Protein]:
-    """All records of a FASTA file (plain or compressed; UniProt headers give their accession as the id).
-
-    Records whose sequence is not amino acids are skipped with a warning; a file with none left is an InputError.
-    """
-    from sepit.data.readers import SkipLog, read_fasta
-
-    skips = SkipLog()
-    proteins = [Protein(e.accession, e.sequence, source=str(path)) for e in read_fasta(path, skips)]
-    if skips:
-        log.warning("%s: skipped %s", path, skips.summary())
-    if not proteins:
-        raise InputError(path, "no usable FASTA records")
-    return proteins
-
-
-def read_structure_file(path: str | Path, chain: str | None = None, *, name: str | None = None) -> list[Protein]:
-    """Protein chains of a PDB / mmCIF / AlphaFold file (plain or gzipped) with their Cα traces.
-
-    ``chain`` selects one chain (an InputError lists the chains when it is absent); ``name`` replaces the file stem
-    in the ids (``<name>:<chain>``).
-    """
-    from sepit.data.structures import parse_structure
-
-    traces = parse_structure(path, chain=chain)
-    if not traces:
-        raise InputError(path, "no protein chain with residues found" + (f" (chain {chain})" if chain else ""))
-    stem = name or Path(_strip_gz(Path(path).name)).stem
-    return [_protein_from_trace(t, stem, str(path)) for t in traces]
-
-
-def _protein_from_trace(trace: Any, stem: str, source: str) -> Protein:
-    coords = np.asarray(trace.coords, dtype=np.float32).reshape(-1, 3)
-    mask = np.asarray(trace.mask, dtype=bool).reshape(-1)
-    seq = str(trace.sequence)
-    if not (len(seq) == coords.shape[0] == mask.shape[0]):
-        raise InputError(source, f"chain {trace.chain}: sequence and coordinates differ in length")
-    coords = np.where(mask[:, None], coords, 0.0).astype(np.float32)
-    return Protein(f"{stem}:{trace.chain}", seq, coords, mask, source=source)
-
-
-def input_files(folder: Path) -> list[Path]:
-    """FASTA and structure files under ``folder`` (recursively, sorted); an InputError when there are none."""
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and (is_structure_path(f) or is_fasta_path(f)))
-    if not files:
-        raise InputError(folder, "folder holds no FASTA or structure files (.fasta/.fa/.pdb/.cif, optionally .gz)")
-    return files
-
-
-def read_proteins(path: str | Path, chain: str | None = None) -> list[Protein]:
-    """Every protein in a FASTA file, a structure file (its chains, or ``chain``) or a folder of such files."""
-    p = Path(path)
-    if p.is_dir():
-        return [prot for f in input_files(p) for prot in read_proteins(f, chain)]
-    if not p.is_file():
-        raise InputError(p, "no such file or folder")
-    if is_fasta_path(p):
-        return read_fasta_file(p)
-    if is_structure_path(p):
-        return read_structure_file(p, chain)
-    raise InputError(p, "unknown file type: expected FASTA (.fasta/.fa/.faa) or a structure (.pdb/.cif/.ent), "
-                        "optionally gzipped")
-
-
-def protein_from(protein: Any, chain: str | None = None) -> Protein:
-    """Turn what a user passes (sequence, FASTA record, file path, ``Protein``) into one :class:`Protein`.
-
-    A file with several chains or records gives its first one unless ``chain`` picks a chain.
-    """
-    if isinstance(protein, Protein):
-        return protein
-    if isinstance(protein, Path) or (isinstance(protein, str) and "\n" not in protein and os.path.isfile(protein)):
-        found = read_proteins(Path(protein), chain)
-        if len(found) > 1:
-            log.info("%s holds %d proteins; using the first (%s)", protein, len(found), found[0].id)
-        return found[0]
-    if isinstance(protein, str):
-        text = protein.strip()
-        if text.startswith(">"):
-            return parse_fasta_text(text, "FASTA record")[0]
-        if _AA.match(re.sub(r"\s+", "", text).rstrip("*")):
-            return Protein("query", clean_sequence(text))
-        if "/" in text or "." in text:
-            raise InputError(text, "no such file")
-        return Protein("query", clean_sequence(text))  # raises with the offending characters
-    seq = getattr(protein, "sequence", None)
-    if isinstance(seq, str):  # a ProteinEntry or any record with .sequence (and .accession / .id)
-        pid = str(getattr(protein, "accession", None) or getattr(protein, "id", None) or "query")
-        return Protein(pid, clean_sequence(seq, pid))
-    raise InputError(None, f"cannot read a protein from a {type(protein).__name__}: pass a sequence, a FASTA "
-                           "record, a FASTA/structure file path or a sepit.api.Protein")
-
-
-def protein_from_upload(data: bytes, filename: str, chain: str | None = None, *,
-                        max_unpacked_bytes: int = 64 * 1024 * 1024) -> list[Protein]:
-    """Parse an uploaded structure or FASTA file held in memory.
-
-    The bytes are (un-gzipped with a size cap, then) written to a fresh private temporary folder under a fixed
-    name chosen here — never at a path taken from the request; only the suffix of ``filename`` is used, to tell the
-    format. The folder is removed afterwards.
-    """
-    label = os.path.basename(filename or "upload") or "upload"
-    if data[:2] == b"\x1f\x8b":
-        data = _gunzip_capped(data, max_unpacked_bytes, label)
-    base = _strip_gz(label.lower())
-    suffix = Path(base).suffix
-    if suffix in FASTA_SUFFIXES or data.lstrip()[:1] == b">":
-        return parse_fasta_text(data.decode("utf-8", errors="replace"), label)
-    if suffix not in STRUCTURE_SUFFIXES:  # sniff: mmCIF starts with data_, PDB with record names
-        suffix = ".cif" if data.lstrip()[:5].lower() == b"data_" else ".pdb"
-    with tempfile.TemporaryDirectory(prefix="sepit-upload-") as tmp:  # mode 0700, unique
-        path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(data)
-        try:
-            proteins = read_structure_file(path, chain, name=Path(base).stem or "upload")
-        except InputError as e:
-            raise InputError(label, e.problem) from None
-    return [Protein(p.id, p.sequence, p.coords, p.coord_mask, source=label) for p in proteins]
-
-
-def _gunzip_capped(data: bytes, limit: int, label: str) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as e:
-        raise InputError(label, f"corrupt gzip data ({e})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise UploadTooLarge(label, f"unpacks to more than {limit} bytes")
-    return out
-
-
-class UploadTooLarge(InputError):
-    """An upload (or what it unpacks to) is over the size limit."""
 
 
 # --- the model --------------------------------------------------------------------------------------------------
@@ -280,10 +80,6 @@ def resolve_model_dir(path: str | Path | None) -> Path:
             f"no model given and no default trained model at {p}: run `make demo` (or `sepit demo --quick`) to "
             "train and register one, or pass a model directory (--model DIR / sepit.load(DIR))")
     return p
-
-
-class GenerationStopped(SepitError):
-    """A generation was ended early by its ``should_stop`` (timeout, client gone, shutdown)."""
 
 
 class _Stop(Exception):
@@ -391,6 +187,19 @@ class ProteinQA:
                                         add_generation_prompt=True))
         return [float(x) for x in m.yes_no_probability(batch).tolist()]
 
+    def choose(self, protein: Any, question: str, options: Sequence[str], *, chain: str | None = None
+               ) -> list[float]:
+        """Multiple choice: per option, the model's mean log-probability per token of that option as the answer to
+        ``question`` (length-normalised, so long options are not penalised for their length); the highest is the
+        model's choice. One forward pass over all options together."""
+        if len(options) < 2 or any(not str(o).strip() for o in options):
+            raise InputError(None, "choose needs at least two non-empty options")
+        p = _model_input(protein_from(protein, chain))
+        convs = [[*conversation(question), {"role": "assistant", "content": str(o).strip()}] for o in options]
+        m = self.model
+        batch = m.to_device(m.processor(convs, [[p] for _ in options]))
+        return [float(x) for x in m.answer_log_likelihood(batch).tolist()]
+
     def annotate(self, protein: Any, questions: Any = None, *, chain: str | None = None,
                  max_new_tokens: int = 96) -> dict[str, Any]:
         """Answers to the standard question set (or ``questions``: a YAML path or a list of Question)."""
@@ -427,29 +236,9 @@ class ProteinQA:
             stop.set()
 
 
-def _model_input(p: Protein) -> Any:
-    from sepit.model.processor import ProteinInput
-
-    return ProteinInput(p.sequence, p.coords, p.coord_mask) if p.has_structure else ProteinInput(p.sequence)
-
-
-def conversation(question: str, history: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
-    """Chat messages for a question: the protein marker goes in the first user turn."""
-    question = question.strip()
-    if not question:
-        raise InputError(None, "empty question")
-    msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in history]
-    for m in msgs:
-        if m["role"] not in ("user", "assistant"):
-            raise InputError(None, f"chat history: role must be user or assistant, got {m['role']!r}")
-        if "<protein>" in m["content"]:
-            raise InputError(None, "chat history: '<protein>' is reserved for the protein's place")
-    if "<protein>" in question:
-        raise InputError(None, "question: '<protein>' is reserved for the protein's place")
-    msgs.append({"role": "user", "content": question})
-    first = next(i for i, m in enumerate(msgs) if m["role"] == "user")
-    msgs[first] = {"role": "user", "content": "<protein>\n" + msgs[first]["content"]}
-    return msgs
+def _model_input(p: Protein) -> Protein:
+    """What the model sees: coordinates only where some residue has a Cα."""
+    return p if p.has_structure else p.without_structure()
 
 
 def load(path: str | Path | None = None, *, device: str | None = None, precision: str = "auto") -> ProteinQA:
@@ -457,7 +246,7 @@ def load(path: str | Path | None = None, *, device: str | None = None, precision
     ``device`` (default: CUDA when available, else CPU) in ``precision``: ``auto`` (bf16 where the hardware runs it
     natively — CUDA with bf16, CPUs with AMX / AVX512-BF16 — else fp32), ``fp32`` or ``bf16``; never fp16.
     A bad precision is a one-line ConfigError."""
-    from sepit.model.fusion import check_precision
+    from sepit.precisions import check_precision
 
     check_precision(precision)
     d = resolve_model_dir(path)

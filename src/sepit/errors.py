@@ -24,3 +24,11 @@ class InputError(SepitError):
 
 class CheckpointError(SepitError):
     """A checkpoint directory is missing, corrupt, or made with different options."""
+
+
+class UploadTooLarge(InputError):
+    """An upload (or what it unpacks to) is over the size limit."""
+
+
+class GenerationStopped(SepitError):
+    """A generation was ended early by its ``should_stop`` (timeout, client gone, shutdown)."""

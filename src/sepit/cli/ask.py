@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from sepit.cli import add_command
-
-PRECISIONS = ("auto", "fp32", "bf16")  # = sepit.model.precision.PRECISIONS (not imported: --help stays torch-free)
+from sepit.precisions import PRECISIONS  # torch-free: --help stays fast
 
 ASK_EPILOG = """example:
   sepit ask --model runs/demo/model --structure 1abc.cif.gz --chain A "What is the function of this protein?"
@@ -59,11 +58,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _protein(args: argparse.Namespace):
-    from sepit.api import Protein, clean_sequence, read_fasta_file, read_structure_file
     from sepit.errors import InputError
+    from sepit.proteins import protein_from_sequence, read_fasta_file, read_structure_file
 
     if args.sequence:
-        return Protein("query", clean_sequence(args.sequence))
+        return protein_from_sequence(args.sequence)
     if args.fasta:
         recs = read_fasta_file(args.fasta)
         if args.record:

@@ -6,9 +6,14 @@ import argparse
 import json
 from collections import Counter
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sepit.cli import add_command, group_parser
 from sepit.config import load_config
+from sepit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sepit.data.config import DataConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "realigning hits near the\nthreshold with MMseqs2 (split.leak_tool=auto). It takes "
                            "hours, so it saves its progress in .OUT.split-state\nbeside the output: an interrupted "
                            "build resumes there when the same command is run again.")
-    p.add_argument("-o", "--output", required=True, help="dataset directory to write (replaced atomically)")
+    p.add_argument("-o", "--output", required=True,
+                   help="dataset directory to write: new, empty or an earlier build (replaced atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --output even when it holds files that are not a sepit dataset's (deletes them)")
     p.add_argument("--source", action="append", default=[], metavar="FILE",
                    help="protein file: UniProt .dat[.gz]/.xml/.tsv, FASTA or the 2014 GO table (repeatable); "
                         "none: the embedded default")
@@ -80,6 +88,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     from sepit.data.build import build_dataset
+
+    cfg = build_config(args)
+    manifest = build_dataset(cfg, args.output, overwrite=args.overwrite)
+    c = manifest["counts"]
+    print(f"wrote {args.output}: proteins {c['proteins']}, records {c['records']}, structures {c['structures']}")
+    skipped = manifest["skipped"]
+    if skipped:
+        print(f"skipped {sum(skipped.values())}: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
+    return 0
+
+
+def build_config(args: argparse.Namespace) -> DataConfig:
+    """The DataConfig of ``sepit data build``: --config (or the defaults), then key=value overrides, then options."""
     from sepit.data.config import DataConfig
 
     overrides = list(args.overrides)
@@ -88,27 +109,21 @@ def _build(args: argparse.Namespace) -> int:
         from sepit.config import from_dict
 
         cfg = from_dict(DataConfig, {}, overrides)
+    # all options in one replace(): the config's checks (re-run by replace) see them together, e.g. --structures
+    # and --structure-map, which only make sense as a pair
+    changes = {name: getattr(args, name) for name in ("go_terms", "human", "structures", "structure_map",
+                                                       "structure_store", "seed", "max_proteins")
+               if getattr(args, name) is not None}
     if args.source:
-        cfg = replace(cfg, sources=list(args.source))
-    for name in ("go_terms", "human", "structures", "structure_map", "structure_store", "seed", "max_proteins"):
-        value = getattr(args, name)
-        if value is not None:
-            cfg = replace(cfg, **{name: value})
-    split = cfg.split
-    if args.identity is not None:
-        split = replace(split, identity=args.identity)
-    if args.extra_identity:
-        split = replace(split, extra_identities=list(args.extra_identity))
-    if args.threads is not None:
-        split = replace(split, threads=args.threads)
-    cfg = replace(cfg, split=split)  # replace() re-runs the config's checks
-    manifest = build_dataset(cfg, args.output)
-    c = manifest["counts"]
-    print(f"wrote {args.output}: proteins {c['proteins']}, records {c['records']}, structures {c['structures']}")
-    skipped = manifest["skipped"]
-    if skipped:
-        print(f"skipped {sum(skipped.values())}: " + ", ".join(f"{k} {v}" for k, v in skipped.items()))
-    return 0
+        changes["sources"] = list(args.source)
+    split_changes = {k: v for k, v in (("identity", args.identity), ("threads", args.threads),
+                                       ("extra_identities", list(args.extra_identity or []) or None))
+                     if v is not None}
+    try:
+        cfg = replace(cfg, **changes, split=replace(cfg.split, **split_changes))
+    except ValueError as e:
+        raise ConfigError(f"sepit data build: {e}") from None
+    return cfg
 
 
 def _import_metastudent(args: argparse.Namespace) -> int:
@@ -126,7 +141,10 @@ def _import_metastudent(args: argparse.Namespace) -> int:
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
+
+    def fmt(r: list[str]) -> str:
+        return "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(r, widths)))
+
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *[fmt(r) for r in rows]])
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sepit.cli import add_command
 from sepit.errors import SepitError
+from sepit.precisions import PRECISIONS as _PRECISIONS
 
-# = sepit.model.precision.PRECISIONS, fp32 first as eval's default (not imported: --help stays torch-free)
-PRECISIONS = ("fp32", "auto", "bf16")
+PRECISIONS = ("fp32", *(p for p in _PRECISIONS if p != "fp32"))  # eval's default first in --help
 
 EPILOG = """examples:
   sepit eval runs/demo/stage2/final runs/demo/data -o runs/demo/eval
@@ -17,15 +17,22 @@ EPILOG = """examples:
   sepit eval --baselines-only runs/demo/data -o runs/eval-baselines
   sepit eval runs/demo/stage2/final runs/demo/data -o runs/eval-bf16 --precision auto   # faster on bf16 hardware
   sepit eval compare runs/demo/eval/report.json runs/eval2/report.json
+  sepit eval questions src/sepit/resources/example_questions.jsonl runs/demo-default/stage2/final -o runs/my-qs
 The report (report.json, report.md, PNG plots) compares the model, its sequence-only run, the nearest-homolog
-(MMseqs2 top hit) and prior baselines, per task type and per identity bin to the training set."""
+(MMseqs2 top hit) and prior baselines, per task type and per identity bin to the training set.
+`eval questions FILE MODEL` scores your own questions, one JSON object a line:
+  {"sequence": "MKT...", "question": "...", "answer": "yes"}                      yes/no: P(yes), no generation
+  {"structure": "x.cif", "question": "...", "options": ["A", "B"], "answer": "A"}  multiple choice: likelihood
+  {"sequence": "...", "question": "...", "answer": "free text"}                    open: generated, BLEU/ROUGE/...
+(optional keys: "id", "task", "chain"; structure paths are relative to FILE)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "eval", help="evaluate a checkpoint on a dataset split against baselines; compare reports",
                     epilog=EPILOG)
     p.add_argument("args", nargs="+", metavar="ARG",
-                   help="CHECKPOINT DATASET [key=value ...], or DATASET with --baselines-only, or compare A B")
+                   help="CHECKPOINT DATASET [key=value ...], or DATASET with --baselines-only, or compare A B, or "
+                        "questions FILE.jsonl MODEL")
     p.add_argument("-o", "--out", help="output directory for the report (required unless comparing)")
     p.add_argument("--config", help="eval config YAML (kind: eval); key=value arguments override it")
     p.add_argument("--other", action="append", default=[], metavar="NAME=CHECKPOINT",
@@ -51,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     positional = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
+    if positional[0] == "questions":
+        return _questions(args, positional[1:], overrides)
     want = 1 if args.baselines_only else 2
     if len(positional) != want:
         raise SepitError("expected DATASET with --baselines-only" if args.baselines_only
@@ -80,6 +89,29 @@ def _run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate_dataset(cfg, dataset, args.out, checkpoint=checkpoint, others=others, device=device,
                                precision=args.precision)
+    print_main_table(results)
+    print(f"report: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _questions(args: argparse.Namespace, positional: list[str], overrides: list[str]) -> int:
+    """``sepit eval questions FILE.jsonl MODEL -o OUT``: score a model on the user's own questions."""
+    from sepit.config import from_dict, load_config
+    from sepit.eval.config import EvalConfig
+
+    if len(positional) != 2:
+        raise SepitError("usage: sepit eval questions FILE.jsonl MODEL -o OUT [key=value ...]")
+    if not args.out:
+        raise SepitError("-o/--out OUT_DIR is required")
+    cfg = load_config(args.config, EvalConfig, overrides) if args.config else from_dict(EvalConfig, {}, overrides)
+    from sepit.api import load
+    from sepit.eval.questions import read_questions, score_questions
+    from sepit.eval.report import print_main_table
+
+    questions, proteins = read_questions(positional[0])  # a bad file fails before the model loads
+    qa = load(positional[1], device=args.device, precision=args.precision)
+    results = score_questions(qa, questions, proteins, cfg, out_dir=args.out,
+                              meta={"checkpoint": positional[1], "questions": positional[0]})
     print_main_table(results)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0

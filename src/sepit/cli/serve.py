@@ -6,7 +6,7 @@ import argparse
 from dataclasses import fields
 
 from sepit.cli import add_command
-from sepit.cli.ask import PRECISIONS
+from sepit.precisions import PRECISIONS
 
 EPILOG = """example:
   sepit serve --model runs/demo/model --host 127.0.0.1 --port 8000

@@ -303,13 +303,47 @@ def _protein_line(e: ProteinEntry, active: SplitResult, extra: dict[float, Split
     return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
 
+#: What a build writes at the top of its folder; an earlier build holding only these may be replaced.
+BUILD_OUTPUTS = frozenset({"records", "fasta", "proteins.jsonl", "structures.npz", "manifest.json"})
+
+
+def check_output_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse to build into ``out_dir`` when that would delete anything a build did not write: a file, or a folder
+    with other content than an earlier sepit dataset (an InputError naming up to three foreign entries). New and
+    empty folders are fine; ``overwrite`` allows replacing any folder."""
+    p = Path(out_dir)
+    if not p.exists():
+        return
+    if not p.is_dir():
+        raise InputError(p, "the output exists and is not a folder")
+    if overwrite:
+        return
+    entries = sorted(e.name for e in p.iterdir())
+    if not entries:
+        return
+    foreign = [e for e in entries if e not in BUILD_OUTPUTS]
+    if (p / "manifest.json").is_file() and not foreign:
+        try:
+            manifest = json.loads((p / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            manifest = None
+        if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
+            return  # an earlier build of a dataset: replaced whole
+        foreign = ["manifest.json (not a sepit dataset's)"]
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    raise InputError(p, f"the output folder holds files a dataset build did not write ({shown}); choose a new or "
+                        "empty folder, or pass --overwrite to replace it with everything in it")
+
+
 def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | None = None,
-                  timings: dict[str, float] | None = None) -> dict[str, Any]:
+                  timings: dict[str, float] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Build the dataset described by ``cfg`` into ``out_dir`` (replaced atomically); returns the manifest.
 
+    ``out_dir`` must be new, empty or an earlier build (:func:`check_output_dir`; ``overwrite`` replaces any folder).
     ``timings`` (optional) receives the seconds spent reading, splitting and writing (kept out of the manifest so
     that a build is byte-for-byte reproducible)."""
     t0 = time.perf_counter()
+    check_output_dir(out_dir, overwrite=overwrite)
     cfg = default_config(cfg)
     s = cfg.split
     tool = tool or MMseqsTool(threads=s.threads, sensitivity=s.sensitivity, leak_sensitivity=s.leak_sensitivity,

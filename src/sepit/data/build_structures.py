@@ -129,6 +129,10 @@ def structures_from_files(sequences: Mapping[str, str], map_rows: Iterable[MapRo
                     cache[path] = None
                     skips.add("structure file unusable", str(e))
             traces = cache[path] or []
+            if row.chain and traces and not any(tr.chain == row.chain for tr in traces):
+                have = ", ".join(tr.chain for tr in traces)
+                skips.add("mapped chain not in structure file", f"{accession}: {row.file} has no protein chain "
+                                                                f"{row.chain} (has {have})")
             for tr in traces:
                 if row.chain and tr.chain != row.chain:
                     continue

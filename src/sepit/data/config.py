@@ -30,8 +30,8 @@ class SplitConfig:
     # ranks hundreds of remote members above a training homolog at 31-41% (docs/benchmarks.md, 4a)
     leak_max_hits: int = 1000
     # the program of the leak searches: mmseqs (-s leak_sensitivity), diamond (--very-sensitive, its hits near the
-    # threshold realigned by MMseqs2: the full 2014 set's 30% split in 64 min, against 3 h 33 min for MMseqs2 with
-    # 300 hits; docs/benchmarks.md, 4a) or auto: diamond for the clustered method (above clustered_above), else mmseqs
+    # threshold realigned by MMseqs2; several times faster on large sets, docs/benchmarks.md 4a) or auto: diamond for
+    # the clustered method (above clustered_above), else mmseqs
     leak_tool: Literal["auto", "mmseqs", "diamond"] = "auto"
     threads: int | None = None  # None: the CPUs this process may use
 

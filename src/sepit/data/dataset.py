@@ -2,7 +2,8 @@
 
     ds = InstructionDataset("data/default")
     ds.manifest["counts"]["records"]                     # {"train": ..., "valid": ..., "test": ...}
-    p = ds.protein("P69905")                             # sequence, split, coords (L, 3) or None, mask (L,)
+    p = ds.protein("P69905")                             # a sepit.proteins.Protein: sequence, coords (L, 3), mask
+    ds.protein_info("P69905")["split"]                   # its row of proteins.jsonl (split, identity to train, ...)
     for rec in ds.records(split="train", kinds=("open", "yesno")): rec.messages, rec.answer
 """
 
@@ -10,41 +11,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from sepit.data.instructions.record import Instruction
 from sepit.data.split import SPLITS
 from sepit.data.structures import StructureStore
 from sepit.errors import InputError
+from sepit.proteins import Protein
 
 FORMAT = "sepit-instructions"
-
-
-@dataclass(frozen=True)
-class DatasetProtein:
-    """One protein of a built dataset. ``coords`` (L, 3) float32 Å and ``mask`` (L,) bool are None without a
-    structure; ``max_identity_to_train`` is None for training proteins."""
-
-    id: str
-    sequence: str
-    split: str
-    coords: np.ndarray | None
-    mask: np.ndarray | None
-    max_identity_to_train: float | None
-    meta: dict[str, Any]
-
-    @property
-    def has_structure(self) -> bool:
-        return self.coords is not None
-
-    @property
-    def coord_mask(self) -> np.ndarray | None:
-        """The per-residue Cα mask under the name the model's ``ProteinInput`` uses."""
-        return self.mask
 
 
 class InstructionDataset:
@@ -97,13 +73,14 @@ class InstructionDataset:
         """Protein ids in file order (optionally of one split)."""
         return [k for k, d in self._protein_meta().items() if split is None or d["split"] == split]
 
-    def protein(self, protein_id: str) -> DatasetProtein:
-        """One protein with its structure (KeyError if the dataset does not have it)."""
+    def protein(self, protein_id: str) -> Protein:
+        """One protein with its structure: Cα ``coords`` (L, 3) float32 Å and ``coord_mask`` (L,) bool, None
+        without one (KeyError if the dataset does not have it). Its split, identity to the training set and other
+        facts are in :meth:`protein_info`."""
         d = self._protein_meta()[protein_id]
         got = self.store.get(protein_id) if d.get("has_structure") else None
-        return DatasetProtein(id=protein_id, sequence=d["sequence"], split=d["split"],
-                              coords=None if got is None else got[0], mask=None if got is None else got[1],
-                              max_identity_to_train=d.get("max_identity_to_train"), meta=d)
+        return Protein(d["sequence"], None if got is None else got[0], None if got is None else got[1],
+                       id=protein_id, source=str(self.path))
 
     def __len__(self) -> int:
         """Number of instruction records (all splits)."""

@@ -48,11 +48,11 @@ log = get_logger(__name__)
 SPLITS = ("train", "valid", "test")
 MAX_ROUNDS = 100
 # A leak-search round with at most this many new training proteins, and 20× as many held-out ones, is searched
-# turned round: at -s 7.5 a query's cost is mostly its own similar k-mers, whatever the targets (on the full 2014
-# set, 85,366 held-out proteins against 28 took 33 min; 10,000 of them against 28 others: 202 s, turned round 5.5 s,
-# docs/benchmarks.md 4a). Turned round, each training protein keeps every hit.
+# turned round: at -s 7.5 a query's cost is mostly its own similar k-mers, whatever the targets, so many held-out
+# queries against few targets is the slow way round (measured in docs/benchmarks.md, 4a). Turned round, each training
+# protein keeps every hit.
 TURN_MAX_TARGETS = 1000
-CHUNK_QUERIES = 20_000  # held-out proteins per saved part of a resumable leak search (~25 min each on 2 cores)
+CHUNK_QUERIES = 20_000  # held-out proteins per saved part of a resumable leak search (its cost: docs/benchmarks.md 4a)
 
 
 class LeakSearch(Protocol):

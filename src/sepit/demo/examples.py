@@ -31,7 +31,7 @@ def show_examples(model_dir: str | Path, data_dir: str | Path, n: int = 4, max_n
     import torch
 
     from sepit.data.dataset import InstructionDataset
-    from sepit.model import ProteinInput, load_model
+    from sepit.model import load_model
 
     ds = InstructionDataset(data_dir)
     recs = pick_examples(ds, n)
@@ -40,8 +40,8 @@ def show_examples(model_dir: str | Path, data_dir: str | Path, n: int = 4, max_n
     for r in recs:
         p = ds.protein(r.protein_ids[0])
         convs.append([m for m in r.messages if m["role"] != "assistant"])
-        with_s.append([ProteinInput(p.sequence, p.coords, p.mask)])
-        without_s.append([ProteinInput(p.sequence)])
+        with_s.append([p])
+        without_s.append([p.without_structure()])
     answers_s = model.chat(convs, with_s, max_new_tokens=max_new_tokens) if recs else []
     answers_n = model.chat(convs, without_s, max_new_tokens=max_new_tokens) if recs else []
     lines = ["| protein | task | question | true annotation | answer (with structure) | answer (sequence only) |",

@@ -144,8 +144,8 @@ def demo(size: str = "default", run_dir: str | Path | None = None, fresh: bool =
     phases = [
         Phase("models", models, {"pins": _pins()}, "seconds; a first download takes ~30 s"),
         Phase("data", data, key, "under a minute"),
-        *[Phase(f"stage{s}", (lambda s: lambda r: _train_phase(s, r, sz, data_dir, overrides))(s), key,
-                f"{sz.steps[s]} steps") for s in (0, 1, 2)],
+        *[Phase(f"stage{s}", lambda r, s=s: _train_phase(s, r, sz, data_dir, overrides), key, f"{sz.steps[s]} steps")
+          for s in (0, 1, 2)],
         Phase("evaluate", evaluate, key, f"{sz.eval_items} test items + baselines"),
         Phase("examples", examples, key, "a minute"),
         Phase("register", register, {"link": str(default_model_link())}),

@@ -30,21 +30,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sepit.errors import InputError
-from sepit.eval.items import (EvalItem, Prediction, normalize_identity, normalize_question, question_text,
-                              record_dict, reference_answer)
+from sepit.eval.items import (
+    EvalItem,
+    Prediction,
+    normalize_question,
+    percent,
+    question_text,
+    record_dict,
+    reference_answer,
+)
 from sepit.eval.text import last_yes_no
+from sepit.tools.mmseqs import Hit
 
 ClaimOf = Callable[[str, str], "str | None"]  # (task, question text) → the candidate value, or None
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A training protein found for a query: its id, sequence identity (%) and, where known, e-value / bit score."""
-
-    target: str
-    identity: float
-    evalue: float | None = None
-    bits: float | None = None
 
 
 @dataclass
@@ -214,14 +212,17 @@ def nearest_homolog_predictions(items: Sequence[EvalItem], train_records: Iterab
 # ------------------------------------------------------------------------------------------------ search hits
 
 
-def read_m8(path: str | Path) -> dict[str, list[Hit]]:
+def read_m8(path: str | Path, identity: Literal["auto", "fraction", "percent"] = "auto") -> dict[str, list[Hit]]:
     """Read BLAST-tab hits (MMseqs2 ``convertalis`` default / ``easy-search`` output, BLAST ``-outfmt 6``).
 
-    Columns used: 1 query, 2 target, 3 identity (fraction or %), 11 e-value, 12 bit score (when present).
-    Hits per query are ranked by bit score (high first), else kept in file order.
+    Columns used: 1 query, 2 target, 3 identity, 4 alignment length, 11 e-value, 12 bit score (when present).
+    Column 3 is a fraction in MMseqs2's default output (``fident``) and a percentage in BLAST's (``pident``):
+    ``identity`` says which; ``auto`` decides once for the whole file (percent iff any value exceeds 1). Hits keep
+    identities as fractions, like every :class:`~sepit.tools.mmseqs.Hit`. Hits per query are ranked by bit score
+    (high first), else kept in file order.
     """
     p = Path(path)
-    out: dict[str, list[Hit]] = defaultdict(list)
+    rows: list[tuple[str, str, float, int | None, float | None, float | None]] = []
     try:
         with p.open(newline="") as f:
             for n, row in enumerate(csv.reader(f, delimiter="\t"), 1):
@@ -230,17 +231,26 @@ def read_m8(path: str | Path) -> dict[str, list[Hit]]:
                 if len(row) < 3:
                     raise InputError(p, f"line {n}: expected at least 3 tab-separated columns")
                 try:
-                    ident = normalize_identity(row[2])
+                    ident = float(row[2])
+                    aln_len = int(float(row[3])) if len(row) > 3 else None
                     evalue = float(row[10]) if len(row) > 10 else None
                     bits = float(row[11]) if len(row) > 11 else None
                 except ValueError:
-                    raise InputError(p, f"line {n}: identity/e-value/bits are not numbers") from None
-                if ident is None:
+                    raise InputError(p, f"line {n}: identity/length/e-value/bits are not numbers") from None
+                if not 0.0 <= ident <= 100.0:
                     raise InputError(p, f"line {n}: bad identity {row[2]!r}")
-                out[row[0]].append(Hit(row[1], ident, evalue, bits))
+                rows.append((row[0], row[1], ident, aln_len, evalue, bits))
     except FileNotFoundError:
         raise InputError(p, "hits file not found") from None
-    for q, hs in out.items():
+    if identity == "auto":
+        identity = "percent" if any(r[2] > 1.0 for r in rows) else "fraction"
+    elif identity == "fraction" and any(r[2] > 1.0 for r in rows):
+        raise InputError(p, "identity=fraction, but column 3 has values above 1 (a percentage?)")
+    scale = 0.01 if identity == "percent" else 1.0
+    out: dict[str, list[Hit]] = defaultdict(list)
+    for q, t, ident, aln_len, evalue, bits in rows:
+        out[q].append(Hit(q, t, ident * scale, aln_len, evalue=evalue, bits=bits))
+    for hs in out.values():
         if all(h.bits is not None for h in hs):
             hs.sort(key=lambda h: -h.bits)  # type: ignore[operator]
     return dict(out)
@@ -250,7 +260,7 @@ def search_training_hits(test_sequences: Mapping[str, str], train_sequences: Map
                          evalue: float = 10.0, sensitivity: float | None = 7.5, max_seqs: int = 300,
                          max_hits: int = 10, work_dir: str | Path | None = None) -> dict[str, list[Hit]]:
     """MMseqs2 search of the test proteins against the training proteins (via :mod:`sepit.tools.mmseqs`):
-    test id → up to ``max_hits`` hits, best first, identity in %. Test proteins without a hit are absent.
+    test id → up to ``max_hits`` hits, best first. Test proteins without a hit are absent.
 
     A permissive e-value (10) and high sensitivity (7.5) keep remote homologs, so the "no hit" bin really means
     MMseqs2 found nothing; ``min-seq-id`` stays 0.
@@ -266,10 +276,10 @@ def search_training_hits(test_sequences: Mapping[str, str], train_sequences: Map
         mmseqs.write_fasta(sorted(test_sequences.items()), q)
         mmseqs.write_fasta(sorted(train_sequences.items()), t)
         raw = mmseqs.search(q, t, evalue=evalue, sensitivity=sensitivity, max_seqs=max_seqs, tmp_dir=tmp)
-    return {qid: [Hit(h.target, 100.0 * h.identity, h.evalue, h.bits) for h in hs[:max_hits]]
-            for qid, hs in raw.items()}
+    return {qid: hs[:max_hits] for qid, hs in raw.items()}
 
 
 def top_identity(hits: Mapping[str, Sequence[Hit]]) -> dict[str, float]:
-    """Per query, the highest identity (%) among its hits (its identity to the training set)."""
-    return {q: max(h.identity for h in hs) for q, hs in hits.items() if hs}
+    """Per query, the highest identity (%, as the report's bins use) among its hits: its identity to the training
+    set."""
+    return {q: percent(max(h.identity for h in hs)) for q, hs in hits.items() if hs}

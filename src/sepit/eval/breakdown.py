@@ -68,7 +68,7 @@ def score_items(items: Sequence[EvalItem], predictions: Mapping[str, Prediction]
                      "identity": it.identity, "identity_bin": identity_bin(it.identity, identity_edges),
                      "structure": STRUCTURE_GROUPS[0] if it.has_structure else STRUCTURE_GROUPS[1],
                      "prediction": p.text, "reference": it.reference, "p_yes": p.p_yes, "metrics": {}})
-    text_idx = [i for i, it in enumerate(items) if it.kind != "yesno"]
+    text_idx = [i for i, it in enumerate(items) if it.kind not in ("yesno", "choice")]
     if text_idx:
         if scorer is None:
             raise SepitError("open-ended items need a TextScorer")
@@ -79,18 +79,24 @@ def score_items(items: Sequence[EvalItem], predictions: Mapping[str, Prediction]
         if it.kind == "yesno":
             row["metrics"] = {"yesno_acc": 100.0 * yes_no_correct(row["prediction"], it.reference)}
             row["label"] = int((last_yes_no(it.reference) or it.reference.strip().lower()) == "yes")
+        elif it.kind == "choice":  # multiple choice: the chosen option is the reference option
+            row["metrics"] = {"choice_acc": 100.0 * (row["prediction"].strip() == it.reference.strip())}
     return rows
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]], *, ece_bins: int = 10) -> dict[str, Any]:
     """Means of each metric over the rows that have it (see the module docstring for the shape)."""
-    text = [r for r in rows if r["kind"] != "yesno"]
+    text = [r for r in rows if r["kind"] not in ("yesno", "choice")]
     yn = [r for r in rows if r["kind"] == "yesno"]
+    choice = [r for r in rows if r["kind"] == "choice"]
     out: dict[str, Any] = {"n": len(rows), "n_text": len(text), "n_yesno": len(yn)}
     for m in TEXT_METRICS:
         vals = [r["metrics"][m] for r in text if m in r["metrics"]]
         out[m] = mean(vals)
     out["yesno_acc"] = mean([r["metrics"]["yesno_acc"] for r in yn])
+    if choice:
+        out["n_choice"] = len(choice)
+        out["choice_acc"] = mean([r["metrics"]["choice_acc"] for r in choice])
     scored = [r for r in yn if r.get("p_yes") is not None]
     if scored:
         cs = closed_set_scores([r["p_yes"] for r in scored], [r["label"] for r in scored], ece_bins)
@@ -118,6 +124,8 @@ def evaluate_system(items: Sequence[EvalItem], predictions: Mapping[str, Predict
     metrics = [m for m in TEXT_METRICS if any(m in r["metrics"] for r in rows)]
     if any(r["kind"] == "yesno" for r in rows):
         metrics.append("yesno_acc")
+    if any(r["kind"] == "choice" for r in rows):
+        metrics.append("choice_acc")
     scored = [r for r in rows if r["kind"] == "yesno" and r.get("p_yes") is not None]
     curve = calibration_curve([r["p_yes"] for r in scored], [r["label"] for r in scored], ece_bins) \
         if scored else None

@@ -60,6 +60,9 @@ class EvalConfig:
     limit: int = 0
     identity_bins: list[float] = field(default_factory=lambda: [30.0, 50.0, 90.0])
     ece_bins: int = 10
+    # resamples of the test proteins for the 95% intervals of the headline metrics and of each system's difference to
+    # the nearest-homolog baseline (0 = no intervals)
+    bootstrap: int = 1000
     metrics: MetricsSection = field(default_factory=MetricsSection)
     generation: GenerationSection = field(default_factory=GenerationSection)
     baselines: BaselineSection = field(default_factory=BaselineSection)
@@ -69,6 +72,8 @@ class EvalConfig:
             raise ValueError("limit must be >= 0")
         if self.ece_bins < 1:
             raise ValueError("ece_bins must be >= 1")
+        if self.bootstrap < 0:
+            raise ValueError("bootstrap must be >= 0 (0 = no intervals)")
         if any(not 0 < b < 100 for b in self.identity_bins):
             raise ValueError("identity_bins are percentages strictly between 0 and 100")
         bad_kinds = set(self.kinds) - {"caption", "open", "yesno"}

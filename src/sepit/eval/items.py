@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sepit.data.instructions.record import PROTEIN_MARKER
 from sepit.errors import InputError
 
-PROTEIN_MARKER = "<protein>"
 KINDS = ("caption", "open", "yesno")
 
 
@@ -76,17 +76,15 @@ def record_dict(record: Any) -> Mapping[str, Any]:
     raise TypeError(f"not an instruction record: {type(record).__name__}")
 
 
-def normalize_identity(value: Any) -> float | None:
-    """An identity as a percentage: fractions (≤ 1, as MMseqs2 ``fident`` writes them) are scaled by 100."""
-    if value is None:
+def percent(identity: float | None) -> float | None:
+    """An identity fraction (0–1, as hits and ``proteins.jsonl`` store it) as the percentage the report's bins use;
+    None (no training hit) stays None."""
+    if identity is None:
         return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    if math.isnan(x) or x < 0:
-        return None
-    return x * 100.0 if x <= 1.0 else min(x, 100.0)
+    x = float(identity)
+    if math.isnan(x) or not 0.0 <= x <= 1.0:
+        raise ValueError(f"an identity is a fraction in [0, 1], got {identity!r}")
+    return 100.0 * x
 
 
 def question_text(record: Mapping[str, Any]) -> str:
@@ -127,7 +125,7 @@ def items_from_records(records: Iterable[Any],
         items.append(EvalItem(
             id=str(rec["id"]), task=str(rec["task"]), kind=str(rec["kind"]), question=question_text(rec),
             reference=reference_answer(rec), protein_id=pid,
-            identity=normalize_identity(prow.get("max_identity_to_train")),
+            identity=percent(prow.get("max_identity_to_train")),
             has_structure=bool(prow.get("has_structure", False)), protein_ids=tuple(str(x) for x in pids),
         ))
     ids = [it.id for it in items]

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from sepit.errors import InputError, SepitError
-from sepit.eval.baselines import ClaimOf, Hit, claim_extractor, search_training_hits
+from sepit.eval.baselines import ClaimOf, claim_extractor, search_training_hits, top_identity
 from sepit.eval.config import EvalConfig
 from sepit.eval.items import EvalItem, items_from_records, record_dict
 from sepit.eval.predictions import PredictionLog
 from sepit.eval.run import _slug, evaluate, predict_with_model, prediction_fingerprint, select_items
 from sepit.log import get_logger
+from sepit.tools.mmseqs import Hit
 
 log = get_logger(__name__)
 
@@ -77,7 +78,7 @@ def default_claim_extractor() -> ClaimOf | None:
 
 def _with_identity(items: list[EvalItem], hits: Mapping[str, list[Hit]]) -> list[EvalItem]:
     """Fill identities the dataset did not record from the search's best hit."""
-    best = {q: max(h.identity for h in hs) for q, hs in hits.items() if hs}
+    best = top_identity(hits)
     return [it if it.identity is not None or it.protein_id not in best
             else dataclasses.replace(it, identity=best[it.protein_id]) for it in items]
 

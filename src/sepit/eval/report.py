@@ -23,16 +23,24 @@ from sepit.errors import InputError
 MAIN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n_text", "open n"), ("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu4", "BLEU-4"), ("rougeL", "ROUGE-L"),
     ("meteor", "METEOR"), ("bertscore_f1", "BERTScore"), ("n_yesno", "y/n n"), ("yesno_acc", "y/n acc"),
-    ("cs.accuracy", "LL acc"), ("cs.auroc", "AUROC"), ("cs.ece", "ECE"),
+    ("cs.accuracy", "LL acc"), ("cs.auroc", "AUROC"), ("cs.ece", "ECE"), ("n_choice", "MC n"),
+    ("choice_acc", "MC acc"),
 )
 HEADLINE: tuple[tuple[str, str], ...] = (("bleu2", "BLEU-2"), ("yesno_acc", "y/n acc"))
 METRIC_NOTES = """\
 - BLEU-n: NLTK BLEU per sample (no smoothing; weights (1), (½,½), (.33,.33,.33), (¼,¼,¼,¼)), averaged, ×100.
 - ROUGE-1/2/L: rouge-score F-measure with Porter stemming, ×100. METEOR: NLTK (WordNet 3.0), ×100.
-- BERTScore: F1 without idf or baseline rescaling, ×100. BLEU/METEOR tokeniser and encoder: see the header.
+- BERTScore: F1 without idf or baseline rescaling, ×100, with the encoder named in the header (the demo's MiniLM:
+  not on the scale of the paper's PubMedBERT numbers; compare systems within one report).
+  BLEU/METEOR tokeniser: see the header.
 - y/n acc: the last "yes"/"no" word of the generated answer matches (none → wrong), %.
 - LL acc / AUROC / ECE: from P(yes) vs P(no) of the answer's first token (likelihood), ECE top-label, 10 bins.
-- Identity bins: the test protein's highest sequence identity to any training protein (MMseqs2)."""
+- MC acc: multiple-choice items (`sepit eval questions`): the option with the highest mean log-probability per
+  token as the answer is the reference option, %.
+- Identity bins: the test protein's highest sequence identity to any training protein (MMseqs2).
+- Intervals: 95% percentile intervals over resamples of the test proteins (each resample draws the proteins with
+  replacement; a protein's items count as often as it is drawn). Δ: the system minus the baseline on the same
+  resamples (paired); an interval above 0 means better than the baseline on these proteins."""
 
 
 def _value(agg: Mapping[str, Any] | None, key: str) -> Any:
@@ -124,6 +132,41 @@ def _group_table(results: Mapping[str, Any], section: str, label: str) -> str:
     return markdown_table(headers, rows)
 
 
+INTERVAL_METRICS: tuple[tuple[str, str], ...] = (("bleu2", "BLEU-2"), ("rougeL", "ROUGE-L"), ("yesno_acc", "y/n acc"),
+                                                 ("auroc", "AUROC"), ("choice_acc", "MC acc"))
+
+
+def _point(summary: Mapping[str, Any], key: str) -> Any:
+    return _value(summary.get("overall"), "cs.auroc" if key == "auroc" else key)
+
+
+def _interval_table(results: Mapping[str, Any]) -> str | None:
+    """Each system's headline metrics with their 95% intervals and, beside them, the paired difference to the
+    baseline (both from resampling proteins)."""
+    systems = results.get("systems", {})
+    if not any(s.get("intervals") for s in systems.values()):
+        return None
+    baseline = next((s["vs_baseline"]["baseline"] for s in systems.values() if s.get("vs_baseline")), None)
+    metrics = [(k, h) for k, h in INTERVAL_METRICS if any(_point(s, k) is not None for s in systems.values())]
+    headers = ["system"] + [h for _, h in metrics]
+    headers += [f"Δ {h} vs {baseline}" for _, h in metrics] if baseline else []
+    rows = []
+    for name, s in systems.items():
+        row = [name]
+        for key, _ in metrics:
+            ci = s.get("intervals", {}).get(key)
+            point = _point(s, key)
+            row.append("–" if point is None else _fmt(point, key) + (f" [{_fmt(ci[0], key)}, {_fmt(ci[1], key)}]"
+                                                                      if ci else ""))
+        if baseline:
+            for key, _ in metrics:
+                d = (s.get("vs_baseline") or {}).get(key)
+                row.append("–" if d is None else f"{_fmt_signed(d['diff'], key)} "
+                                                 f"[{_fmt_signed(d['ci'][0], key)}, {_fmt_signed(d['ci'][1], key)}]")
+        rows.append(row)
+    return markdown_table(headers, rows)
+
+
 def _closed_set_table(results: Mapping[str, Any]) -> str | None:
     rows = []
     for name, s in results.get("systems", {}).items():
@@ -143,8 +186,11 @@ def report_markdown(results: Mapping[str, Any], plots: Mapping[str, str] | None 
     headers, rows = main_table_rows(results)
     parts = ["# sepit evaluation report", ""]
     parts += [f"- **{k}**: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
-    parts += ["", "## Model vs baselines", "", markdown_table(headers, rows), "",
-              "## Per task", "", _group_table(results, "by_task", "task"), "",
+    parts += ["", "## Model vs baselines", "", markdown_table(headers, rows), ""]
+    intervals = _interval_table(results)
+    if intervals:
+        parts += ["## 95% intervals (bootstrap over test proteins) and paired differences", "", intervals, ""]
+    parts += ["## Per task", "", _group_table(results, "by_task", "task"), "",
               "## Per identity bin to the training set", "", _group_table(results, "by_identity", "identity"), ""]
     if plots and "identity" in plots:
         parts += [f"![metric per identity bin]({plots['identity']})", ""]

@@ -14,7 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sepit.eval.baselines import ClaimOf, Hit, nearest_homolog_predictions, prior_predictions
+from sepit.errors import SepitError
+from sepit.eval.baselines import ClaimOf, nearest_homolog_predictions, prior_predictions
+from sepit.eval.bootstrap import add_intervals
 from sepit.eval.breakdown import evaluate_system
 from sepit.eval.config import EvalConfig, MetricsSection
 from sepit.eval.items import EvalItem, Prediction
@@ -22,10 +24,11 @@ from sepit.eval.metrics import TextScorer
 from sepit.eval.predictions import PredictionLog
 from sepit.eval.report import write_report
 from sepit.log import get_logger, progress
+from sepit.tools.mmseqs import Hit
 
 log = get_logger(__name__)
 
-ProteinLookup = Callable[[str], Any]  # protein id → anything sepit.model.as_protein accepts
+ProteinLookup = Callable[[str], Any]  # protein id → anything sepit.proteins.as_protein accepts
 MODEL = "model"
 MODEL_NO_STRUCTURE = "model (no structure)"
 PRIOR = "prior"
@@ -84,14 +87,14 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
     """
     import torch
 
-    from sepit.model import ProteinInput, as_protein
+    from sepit.proteins import Protein, as_protein
 
-    cache: dict[str, Any] = {}
+    cache: dict[str, Protein] = {}
 
-    def protein(pid: str) -> Any:
+    def protein(pid: str) -> Protein:
         if pid not in cache:
             p = as_protein(proteins(pid))
-            cache[pid] = p if use_structure else ProteinInput(p.sequence)
+            cache[pid] = p if use_structure else p.without_structure()
         return cache[pid]
 
     todo = plog.pending(items)
@@ -111,7 +114,12 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
             if yesno_likelihood and yn:
                 enc = model.processor([convs[i] for i in yn], [prots[i] for i in yn], add_generation_prompt=True)
                 with torch.no_grad():
-                    probs = model.yes_no_probability(model.to_device(enc)).float().cpu().tolist()
+                    probs = model.yes_no_probability(model.to_device(enc)).float().cpu()
+                if not torch.isfinite(probs).all():  # corrupt or diverged weights: no answer to log, no NaN report
+                    bad = batch[yn[int((~torch.isfinite(probs)).nonzero()[0, 0])]]
+                    raise SepitError(f"the model gives a non-finite P(yes) for item {bad.id!r}: its weights are "
+                                     "corrupt or the training diverged; evaluation stopped (finished items are kept)")
+                probs = probs.tolist()
                 for i, p in zip(yn, probs):
                     p_yes[i] = min(max(float(p), 0.0), 1.0)
             plog.append(Prediction(it.id, t.strip(), py) for it, t, py in zip(batch, texts, p_yes))
@@ -134,6 +142,8 @@ def build_results(items: Sequence[EvalItem], systems: Mapping[str, Mapping[str, 
         log.info("scoring %s on %d items", name, len(items))
         out_systems[name] = evaluate_system(items, preds, scorer, identity_edges=cfg.identity_bins,
                                             ece_bins=cfg.ece_bins, stats=(stats or {}).get(name))
+    if cfg.bootstrap:
+        add_intervals(out_systems, n_boot=cfg.bootstrap)
     m = dict(meta or {})
     m.setdefault("n_items", len(items))
     m.setdefault("identity_bins_percent", list(cfg.identity_bins))

@@ -21,6 +21,7 @@ from sepit.log import get_logger
 from sepit.model.config import TINY, ModelConfig
 from sepit.model.encoder import StructureAwareEsm
 from sepit.model.fusion import SepitModel
+from sepit.model.generation import use_ragged_attention
 from sepit.model.heads import Stage0Heads
 from sepit.model.moe import upcycle_to_moe
 from sepit.model.processor import SepitProcessor, add_protein_tokens
@@ -97,9 +98,11 @@ def _hf_config(name: str, *, allow_known: bool) -> tuple[Any, str]:
 
 def assemble(cfg: ModelConfig, esm, llm, plm_tokenizer, llm_tokenizer, text_hidden: int, *, seed: int = 0,
              sources: dict[str, Any] | None = None) -> SepitModel:
-    """Put a SepitModel together around an ``EsmModel`` and a causal LM (new modules seeded with ``seed``).
+    """Put a SepitModel together around an ``EsmModel`` and a causal LM (new modules seeded with ``seed``): the one
+    place a model is assembled, whether built, loaded (:func:`sepit.model.load_model`) or counted.
 
-    Tokenizers may be None (meta-device skeletons for counting: no processor).
+    Tokenizers may be None (meta-device skeletons for counting: no processor). An sdpa LLM is switched to sepit's
+    decoding attention (:func:`sepit.model.generation.use_ragged_attention`; sdpa except in decoding steps).
     """
     esm.set_attn_implementation(cfg.plm_attn_implementation)
     ec = esm.config
@@ -116,6 +119,7 @@ def assemble(cfg: ModelConfig, esm, llm, plm_tokenizer, llm_tokenizer, text_hidd
     if cfg.moe.enabled:
         with _seeded(seed + 1):
             llm = upcycle_to_moe(llm, cfg.moe.num_experts, copy=False)
+    use_ragged_attention(llm)  # once, here: generation never switches a shared model's attention
     sources = dict(sources or {})
     sources.setdefault("text_hidden_size", text_hidden)
     return SepitModel(StructureAwareEsm(esm, structure), heads, projector, llm, processor, cfg, sources)

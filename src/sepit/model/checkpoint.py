@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from sepit import __version__
 from sepit._io import atomic_dir, write_json
 from sepit.config import from_dict, to_dict
 from sepit.errors import CheckpointError, ConfigError
 from sepit.log import get_logger
 from sepit.model.config import TINY, ModelConfig
+from sepit.version import __version__
 
 log = get_logger(__name__)
 
@@ -55,7 +55,6 @@ def architecture_differences(saved: ModelConfig, wanted: ModelConfig) -> list[st
         fields += [f"tiny.{f.name}" for f in dataclasses.fields(saved.tiny)]
     return [f"{f}={_get(saved, f)!r} (config asks for {_get(wanted, f)!r})" for f in fields
             if _get(saved, f) != _get(wanted, f)]
-
 
 
 def _untie(model, weights: dict[str, torch.Tensor], metadata: dict[str, str]) -> dict[str, torch.Tensor]:
@@ -161,8 +160,6 @@ def load_model(directory: str | Path, expect: ModelConfig | None = None, *, devi
     ``expect``: the config a caller intends to use; if its architecture fields differ from the checkpoint's, a
     CheckpointError names them. Its run-time settings (loss weights, limits) then replace the saved ones.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model as load_weights
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, EsmModel
 
     from sepit.model.build import assemble
@@ -197,19 +194,33 @@ def load_model(directory: str | Path, expect: ModelConfig | None = None, *, devi
         raise CheckpointError(f"{d / CONFIG}: text_encoder.hidden_size missing")
     sources = {"plm": record["plm"]["source"], "llm": record["llm"]["source"], "text_hidden_size": text_hidden}
     model = assemble(cfg, esm, llm, plm_tok, llm_tok, text_hidden, sources=sources)
+    load_weights(model, d / WEIGHTS, device=device, against="the recorded architecture")
+    return model.to(device)
+
+
+def load_weights(model: torch.nn.Module, file: str | Path, *, device: str | torch.device = "cpu",
+                 against: str = "the model") -> None:
+    """Load a ``model.safetensors`` written by :func:`save_model` into ``model``, strictly: every parameter and
+    persistent buffer must be in the file with its shape, and nothing else; tied weights (the LM's embeddings and
+    head) are stored once, under one of their names. Any mismatch is a one-line CheckpointError naming ``file``
+    and, as ``against``, what the weights were meant to fit."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as _load_safetensors
+
     try:
-        missing, unexpected = load_weights(model, str(d / WEIGHTS), strict=False, device=str(device))
+        # safetensors' loader knows which of the model's names share a tensor, so a tied weight stored under
+        # another of its names is neither missing nor unexpected.
+        missing, unexpected = _load_safetensors(model, str(file), strict=False, device=str(device))
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{d / WEIGHTS}: unreadable weights ({e})") from None
+        raise CheckpointError(f"{file}: unreadable weights ({e})") from None
     except RuntimeError as e:  # shapes that do not fit
         msg = str(e).strip().splitlines()
-        raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the recorded architecture "
-                              f"({' '.join(m.strip() for m in msg[:3])})") from None
+        raise CheckpointError(f"{file}: weights do not fit {against} ({' '.join(m.strip() for m in msg[:3])})"
+                              ) from None
     if missing or unexpected:
-        raise CheckpointError(f"{d / WEIGHTS}: weights do not fit the recorded architecture (missing "
+        raise CheckpointError(f"{file}: weights do not fit {against} (missing "
                               f"{sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, unexpected "
                               f"{sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
-    return model.to(device)
 
 
 def skeleton_from_checkpoint(directory: str | Path, *, moe: bool | None = None):

@@ -26,7 +26,8 @@ ALLOWED_ATTN = ("sdpa", "eager")
 @dataclass
 class EncoderOutput:
     """``penultimate``/``last``: (B, L, D) hidden states of the last-but-one / last layer (final layer norm
-    applied to ``last``); ``kernels``: (B, L, L, K) pair kernels or None when the batch had no structure."""
+    applied to ``last``); ``kernels``: (B, L, L, K) pair kernels, or None unless requested (``return_kernels``) and
+    the batch had structure."""
 
     penultimate: torch.Tensor
     last: torch.Tensor
@@ -55,9 +56,13 @@ class StructureAwareEsm(nn.Module):
         return int(self.esm.config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, coords: torch.Tensor | None = None,
-                coord_mask: torch.Tensor | None = None) -> EncoderOutput:
+                coord_mask: torch.Tensor | None = None, *, return_kernels: bool = False) -> EncoderOutput:
         """input_ids/attention_mask (B, L) ESM tokens with <cls>/<eos>; coords (B, L, 3) Å aligned to the tokens;
-        coord_mask (B, L) bool (False at special tokens, padding and residues without structure)."""
+        coord_mask (B, L) bool (False at special tokens, padding and residues without structure).
+
+        ``return_kernels``: also return the (B, L, L, K) pair kernels (stage 0's denoising head reads them); without
+        it the bias and node encoding are computed without ever holding that tensor, and the output's ``kernels``
+        is None. The two ways give the same bias and encoding."""
         attention_mask = attention_mask.bool()
         embeds = self.esm.embeddings(input_ids=input_ids, attention_mask=attention_mask.long())
         key_pad = torch.zeros(attention_mask.shape, dtype=torch.float32, device=embeds.device)
@@ -65,9 +70,9 @@ class StructureAwareEsm(nn.Module):
         kernels = None
         if coords is not None and coord_mask is not None and bool(coord_mask.any()):
             coord_mask = coord_mask.bool() & attention_mask
-            if torch.is_grad_enabled():  # training (stage 0's denoising head needs the pair kernels)
+            if return_kernels:
                 bias, node, kernels = self.structure(coords, coord_mask)
-            else:  # inference: no (B, L, L, K) tensor, proteins without structure skipped
+            else:  # no (B, L, L, K) tensor, proteins without structure skipped
                 bias, node = self.structure.bias_and_node(coords, coord_mask, self.hidden_size)
             embeds = embeds + node.to(embeds.dtype)
             mask = bias + key_pad  # (B, H, L, L)

@@ -25,16 +25,13 @@ from sepit.model import generation
 from sepit.model import precision as _precision
 from sepit.model.config import ModelConfig
 from sepit.model.encoder import EncoderOutput, StructureAwareEsm
-from sepit.model.generation import PROTEIN_KEYS, RAGGED_ATTENTION, row_chunks
 from sepit.model.heads import Stage0Heads, masked_mean
 from sepit.model.moe import is_moe, moe_layers, upcycle_to_moe
-from sepit.model.precision import PRECISIONS, check_precision, cpu_has_native_bf16, inference_dtype
+from sepit.model.precision import inference_dtype
 from sepit.model.processor import IGNORE, SepitProcessor
 from sepit.model.projector import Projector, gather_residues
 
-# Re-exported: these names were defined here before generation.py / precision.py held them.
-__all__ = ["PRECISIONS", "PROTEIN_KEYS", "RAGGED_ATTENTION", "SepitModel", "SepitOutput", "check_precision",
-           "cpu_has_native_bf16", "inference_dtype", "row_chunks"]
+__all__ = ["SepitModel", "SepitOutput"]
 
 
 @dataclass
@@ -53,7 +50,8 @@ class SepitModel(nn.Module):
     """The SEPIT model. Submodules: ``encoder`` (``.esm`` + ``.structure``), ``heads``, ``projector``, ``llm``.
 
     ``processor`` turns conversations into batches; ``config`` records every architecture choice (saved with the
-    weights). Build with :func:`sepit.model.build_model`, load with :func:`sepit.model.load_model`.
+    weights). Build with :func:`sepit.model.build_model`; save and load with the free functions
+    :func:`sepit.model.save_model` and :func:`sepit.model.load_model`.
     """
 
     def __init__(self, encoder: StructureAwareEsm, heads: Stage0Heads, projector: Projector, llm: nn.Module,
@@ -113,20 +111,15 @@ class SepitModel(nn.Module):
         return embeds.masked_scatter(slots.unsqueeze(-1), feats.to(embeds.dtype))
 
     # ---- language model -------------------------------------------------------------------------------------------
-    def _set_token_mask(self, mask: torch.Tensor | None) -> None:
-        # Padding must not count in the load-balancing loss. The mask stays set until the next forward (not cleared
-        # on return) so that activation checkpointing recomputes exactly the same thing during backward.
-        for layer in moe_layers(self.llm):
-            layer.token_mask = mask
+    def aux_loss(self, token_mask: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Sum over MoE layers of the load-balancing loss of the LLM's last forward, over the tokens where
+        ``token_mask`` (B, T) is True (all when None; a mask of another shape than that forward's is a ValueError).
+        None for a dense LLM.
 
-    def _hidden(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        self._set_token_mask(attention_mask.bool())
-        out = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
-        return out.last_hidden_state
-
-    def aux_loss(self) -> torch.Tensor | None:
-        """Sum over MoE layers of the load-balancing loss of the last forward (None for a dense LLM)."""
-        losses = [m.last_aux_loss for m in moe_layers(self.llm) if m.last_aux_loss is not None]
+        The mask is an argument here rather than something set on the MoE layers before the forward: the layers
+        route every token the same whatever the mask, so a forward recomputed by activation checkpointing during
+        backward repeats exactly what the first one did, and concurrent forwards share no per-call state."""
+        losses = [m.aux_loss(token_mask) for m in moe_layers(self.llm) if m.last_routing is not None]
         return torch.stack(losses).sum() if losses else None
 
     def forward(self, batch: dict[str, torch.Tensor], *, return_logits: bool = False) -> SepitOutput:
@@ -135,18 +128,33 @@ class SepitModel(nn.Module):
         batch: ``input_ids``/``attention_mask``/``labels`` (B, T) + protein keys (see ``SepitProcessor.collate``).
         """
         embeds = self.embed_inputs(batch)
-        hidden = self._hidden(embeds, batch["attention_mask"])
+        attention_mask = batch["attention_mask"]
+        hidden = self.llm.get_decoder()(inputs_embeds=embeds, attention_mask=attention_mask,
+                                        use_cache=False).last_hidden_state
         targets = batch["labels"][:, 1:]
         sel = targets != IGNORE
         logits = self.llm.get_output_embeddings()(hidden[:, :-1][sel])
         n = int(sel.sum())
         lm_loss = F.cross_entropy(logits.float(), targets[sel], reduction="sum") / max(n, 1)
-        aux = self.aux_loss()
+        aux = self.aux_loss(attention_mask.bool())  # padding does not count in the load balance
         loss = lm_loss if aux is None else lm_loss + self.config.moe.aux_loss_weight * aux
         return SepitOutput(loss=loss, lm_loss=lm_loss, aux_loss=aux, num_tokens=n,
                            logits=logits if return_logits else None)
 
     # ---- inference ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def answer_log_likelihood(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B,) mean log-probability per labelled (assistant) token of each row: the length-normalised likelihood
+        of each conversation's answer, for scoring given options. A row without labelled tokens gets -inf."""
+        out = self(batch, return_logits=True)
+        targets = batch["labels"][:, 1:]
+        sel = targets != IGNORE
+        rows = sel.nonzero()[:, 0]
+        token_lp = torch.log_softmax(out.logits.float(), dim=-1).gather(1, targets[sel].unsqueeze(1)).squeeze(1)
+        total = torch.zeros(sel.shape[0], device=token_lp.device).index_add_(0, rows, token_lp)
+        count = sel.sum(dim=1).to(total.dtype)
+        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("-inf")))
+
     @property
     def dtype(self) -> torch.dtype:
         """The dtype of the weights (float32 unless :meth:`to_precision` cast them)."""
@@ -234,7 +242,8 @@ class SepitModel(nn.Module):
         coords, cmask = batch["coords"].float(), batch["coord_mask"].bool() & residues
         noise = torch.randn(coords.shape, generator=gen, device=gen.device if gen is not None else dev).to(dev)
         noise = noise * hc.denoise_sigma * cmask.unsqueeze(-1)
-        enc = self.encoder(corrupted, attn, coords + noise, cmask)
+        # the pair kernels feed the denoising head: requested always, so validation (no grad) scores it too
+        enc = self.encoder(corrupted, attn, coords + noise, cmask, return_kernels=True)
         last = enc.last
 
         mlm = F.cross_entropy(self.heads.mlm(last[chosen]).float(), ids[chosen])
@@ -285,9 +294,3 @@ class SepitModel(nn.Module):
         """Move a batch's tensors to the model's device."""
         dev = next(self.parameters()).device
         return {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-    def save_pretrained(self, directory) -> None:
-        """Write ``directory`` atomically: model.safetensors, sepit_config.json, HF configs and tokenizers."""
-        from sepit.model.checkpoint import save_model
-
-        save_model(self, directory)

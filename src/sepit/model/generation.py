@@ -12,7 +12,7 @@ finished answers leave the batch when that saves work. In float32 a prompt gets 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -20,11 +20,20 @@ from torch import nn
 from sepit.errors import InputError
 from sepit.model.precision import logits_fp32
 
-if TYPE_CHECKING:
-    from sepit.model.fusion import SepitModel
-
 PROTEIN_KEYS = ("protein_input_ids", "protein_attention_mask", "protein_residue_mask", "coords", "coord_mask")
 RAGGED_ATTENTION = "sepit_ragged_sdpa"
+
+
+class GenerationModel(Protocol):
+    """What generation uses of a :class:`~sepit.model.fusion.SepitModel`: public attributes and methods only."""
+
+    llm: nn.Module
+    processor: Any
+    config: Any
+
+    def embed_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def encoder_features(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]: ...
 
 
 def length_groups(lengths: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
@@ -59,6 +68,19 @@ def register_ragged_attention() -> None:
     AttentionMaskInterface.register(RAGGED_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
 
 
+def use_ragged_attention(llm: nn.Module) -> nn.Module:
+    """Switch an sdpa LLM to :data:`RAGGED_ATTENTION` once, when the model is put together; returns it.
+
+    transformers picks a forward's attention from the model's config, not from an argument, so switching per
+    generation would change state that concurrent generations (two server threads) share. Switched once, every
+    forward (training, prefill, yes/no) still runs transformers' sdpa with sdpa's masks; only the decoding steps
+    that pass ``sepit_spans`` skip the padding. Other implementations (eager, flash) are left as they are."""
+    if getattr(llm.config, "_attn_implementation", None) == "sdpa":
+        register_ragged_attention()
+        llm.set_attn_implementation(RAGGED_ATTENTION)
+    return llm
+
+
 def row_chunks(starts: Sequence[int], width: int, overhead: int = 256) -> list[tuple[int, int, int]]:
     """Contiguous chunks (a, b, s) of rows whose first real cache slots ``starts`` are ascending, s = starts[a]:
     each chunk attends over slots [s, width) in one call. Chosen to minimise the slots read plus ``overhead`` slots'
@@ -78,7 +100,7 @@ def row_chunks(starts: Sequence[int], width: int, overhead: int = 256) -> list[t
 
 
 # ---- prompts without padding ----------------------------------------------------------------------------------------
-def unpadded_features(model: SepitModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unpadded_features(model: GenerationModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch with ``protein_features`` (N, D_plm) from encoding each protein without padding (proteins of
     equal length together): padding costs compute, and a protein then gets the same features alone or batched.
     Batches without proteins (or with features already) come back as they are."""
@@ -170,7 +192,7 @@ def check_generation_args(limit: int, attention_mask: torch.Tensor, max_new_toke
 
 
 @torch.no_grad()
-def generate(model: SepitModel, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
+def generate(model: GenerationModel, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
              callback: Callable[[list[str]], None] | None = None, temperature: float = 0.0) -> list[str]:
     """``model``'s answers to a left-padded prompt batch (see :meth:`SepitModel.generate`): greedy at
     ``temperature`` 0, else sampled; ``callback(texts_so_far)`` after every step. → one string per prompt."""
@@ -179,7 +201,6 @@ def generate(model: SepitModel, batch: dict[str, torch.Tensor], max_new_tokens: 
     llm = model.llm
     tok = model.processor.llm_tokenizer
     embeds = model.embed_inputs(unpadded_features(model, batch))
-    model._set_token_mask(None)
     b, t = attn.shape
     lengths = attn.bool().sum(dim=1)
     rows = torch.sort(lengths, descending=True, stable=True).indices  # batch row of each cache row: longest first
@@ -192,48 +213,41 @@ def generate(model: SepitModel, batch: dict[str, torch.Tensor], max_new_tokens: 
     mask = attn.bool()[rows]
     positions = lengths[rows, None]  # (rows, 1): each prompt's own next position
     starts = t - positions[:, 0]  # first real cache slot of each row, ascending
-    ragged = static and llm.config._attn_implementation == "sdpa"
+    ragged = static and llm.config._attn_implementation == RAGGED_ATTENTION  # see use_ragged_attention
     chunks = row_chunks(starts.tolist(), t) if ragged else []
     eos = torch.tensor(eos_ids(llm, tok), device=embeds.device)
     done = torch.zeros(b, dtype=torch.bool, device=embeds.device)  # per cache row: answered (EOS emitted)
     answers: list[list[int]] = [[] for _ in range(b)]
     embed = llm.get_input_embeddings()
-    if ragged:
-        register_ragged_attention()
-        llm.set_attn_implementation(RAGGED_ATTENTION)
-    try:
-        for step in range(max_new_tokens):
-            nxt = next_tokens(logits, temperature)
-            for r, token, finished in zip(rows.tolist(), nxt.tolist(), done.tolist()):
-                if not finished:
-                    answers[r].append(token)
-            done = done | torch.isin(nxt, eos)
-            if callback is not None:
-                callback(tok.batch_decode(answers, skip_special_tokens=True))
-            left = max_new_tokens - step - 1
-            if left == 0 or bool(done.all()):
-                break
-            # Dropping finished rows copies the cache once; keeping them costs their share of every later step.
-            if int(done.sum()) * left >= int((~done).sum()):
-                keep = (~done).nonzero().squeeze(1)
-                if static:
-                    cache.reorder_cache(keep)  # index_select along the batch: drops the finished rows
-                else:
-                    cache.batch_select_indices(keep)
-                rows, nxt, bias, mask, positions, starts, done = (
-                    x[keep] for x in (rows, nxt, bias, mask, positions, starts, done))
-                chunks = row_chunks(starts.tolist(), t) if ragged else []
-            bias[:, 0, 0, t + step] = 0.0  # the slot this step writes
-            if not static:
-                mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            extra = {"sepit_spans": [(a, z, s, t + step + 1) for a, z, s in chunks]} if ragged else {}
-            out = llm(inputs_embeds=embed(nxt)[:, None], attention_mask=bias if static else mask,
-                      position_ids=positions, cache=cache, use_cache=True, **extra)
-            positions = positions + 1
-            logits = out.logits[:, -1].float()
-    finally:
-        if ragged:
-            llm.set_attn_implementation("sdpa")
+    for step in range(max_new_tokens):
+        nxt = next_tokens(logits, temperature)
+        for r, token, finished in zip(rows.tolist(), nxt.tolist(), done.tolist()):
+            if not finished:
+                answers[r].append(token)
+        done = done | torch.isin(nxt, eos)
+        if callback is not None:
+            callback(tok.batch_decode(answers, skip_special_tokens=True))
+        left = max_new_tokens - step - 1
+        if left == 0 or bool(done.all()):
+            break
+        # Dropping finished rows copies the cache once; keeping them costs their share of every later step.
+        if int(done.sum()) * left >= int((~done).sum()):
+            keep = (~done).nonzero().squeeze(1)
+            if static:
+                cache.reorder_cache(keep)  # index_select along the batch: drops the finished rows
+            else:
+                cache.batch_select_indices(keep)
+            rows, nxt, bias, mask, positions, starts, done = (
+                x[keep] for x in (rows, nxt, bias, mask, positions, starts, done))
+            chunks = row_chunks(starts.tolist(), t) if ragged else []
+        bias[:, 0, 0, t + step] = 0.0  # the slot this step writes
+        if not static:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        extra = {"sepit_spans": [(a, z, s, t + step + 1) for a, z, s in chunks]} if ragged else {}
+        out = llm(inputs_embeds=embed(nxt)[:, None], attention_mask=bias if static else mask,
+                  position_ids=positions, cache=cache, use_cache=True, **extra)
+        positions = positions + 1
+        logits = out.logits[:, -1].float()
     return tok.batch_decode(answers, skip_special_tokens=True)
 
 
@@ -250,11 +264,10 @@ def answer_token_ids(tokenizer: Any, word: str) -> list[int]:
 
 
 @torch.no_grad()
-def yes_no_probability(model: SepitModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (see
     :meth:`SepitModel.yes_no_probability`); prompts run unpadded. → (B,) float32"""
     embeds = model.embed_inputs(unpadded_features(model, batch))
-    model._set_token_mask(None)
     decoder = model.llm.get_decoder()
     last = embeds.new_empty(embeds.shape[0], embeds.shape[-1])
     for idx, e in prompt_groups(embeds, batch["attention_mask"]):

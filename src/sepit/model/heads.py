@@ -52,7 +52,8 @@ class DenoisingHead(nn.Module):
         self.q = nn.Linear(hidden_size, self.head_dim * num_heads)
         self.k = nn.Linear(hidden_size, self.head_dim * num_heads)
         self.pair_bias = nn.Linear(num_kernels, num_heads)
-        self.pair_gate = nn.Sequential(nn.Linear(num_kernels, num_kernels), nn.GELU(), nn.Linear(num_kernels, num_heads))
+        self.pair_gate = nn.Sequential(nn.Linear(num_kernels, num_kernels), nn.GELU(),
+                                       nn.Linear(num_kernels, num_heads))
         self.out = nn.Linear(num_heads, 1, bias=False)
 
     def forward(self, hidden: torch.Tensor, kernels: torch.Tensor, coords: torch.Tensor,

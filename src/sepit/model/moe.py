@@ -12,17 +12,28 @@ No token is ever dropped (no capacity limit), in training or inference.
 from __future__ import annotations
 
 import copy as _copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class Routing:
+    """What one forward of a :class:`MoEFeedForward` decided: ``probs`` (*, E) float32 router probabilities and
+    ``choice`` (*) the expert each token went to, over the input's leading shape * (e.g. (B, T))."""
+
+    probs: torch.Tensor
+    choice: torch.Tensor
+
+
 class MoEFeedForward(nn.Module):
     """Top-1 mixture of expert FFNs. Input/output (B, T, D) like the dense FFN it replaces.
 
-    ``token_mask`` (B, T) bool may be set by the owner before a forward so that padding tokens do not count in the
-    load-balancing loss; after each forward ``last_aux_loss`` holds this layer's loss (scalar) and
-    ``last_counts`` (E,) the number of real tokens each expert received.
+    Every token is routed the same whatever the padding; after each forward ``last_routing`` holds what it decided
+    (:class:`Routing`), from which :meth:`aux_loss` and :meth:`expert_counts` take the real tokens given as a mask.
+    (The decoder layer calls its ``mlp`` with the hidden states only, so the mask cannot come with the forward; it
+    comes afterwards, to the loss, and the forward keeps no per-call input of its own.)
     """
 
     def __init__(self, experts: list[nn.Module], router: nn.Linear) -> None:
@@ -32,9 +43,7 @@ class MoEFeedForward(nn.Module):
         self.experts = nn.ModuleList(experts)
         self.router = router
         self.num_experts = len(experts)
-        self.token_mask: torch.Tensor | None = None
-        self.last_aux_loss: torch.Tensor | None = None
-        self.last_counts: torch.Tensor | None = None
+        self.last_routing: Routing | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -47,22 +56,37 @@ class MoEFeedForward(nn.Module):
             idx = torch.nonzero(top_i == e, as_tuple=True)[0]
             if idx.numel():
                 out = out.index_copy(0, idx, expert(flat[idx]) * gate[idx, None])
-        self._record_aux(probs, top_i, shape[:-1])
+        self.last_routing = Routing(probs.view(*shape[:-1], self.num_experts), top_i.view(shape[:-1]))
         return out.view(shape)
 
-    def _record_aux(self, probs: torch.Tensor, top_i: torch.Tensor, lead_shape: torch.Size) -> None:
-        mask = self.token_mask
-        if mask is not None and tuple(mask.shape) == tuple(lead_shape):
-            keep = mask.reshape(-1).to(probs.device).bool()
-            probs, top_i = probs[keep], top_i[keep]
+    def _routed(self, token_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probs (N, E), choice (N,)) of the last forward's tokens where ``token_mask`` is True (all if None)."""
+        routing = self.last_routing
+        if routing is None:
+            raise RuntimeError("this MoE layer has not run a forward yet")
+        probs, choice = routing.probs, routing.choice
+        if token_mask is None:
+            return probs.reshape(-1, self.num_experts), choice.reshape(-1)
+        if tuple(token_mask.shape) != tuple(choice.shape):
+            raise ValueError(f"token mask of shape {tuple(token_mask.shape)} does not fit the last forward's tokens "
+                             f"of shape {tuple(choice.shape)}")
+        keep = token_mask.to(probs.device).bool()
+        return probs[keep], choice[keep]
+
+    def aux_loss(self, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Switch load-balancing loss E · Σ_e f_e · P_e of the last forward over the tokens where ``token_mask``
+        (the input's leading shape, e.g. (B, T) bool) is True, all tokens if None; 0 without tokens. A scalar that
+        carries the router's gradient."""
+        probs, choice = self._routed(token_mask)
         if probs.shape[0] == 0:
-            self.last_aux_loss = probs.sum() * 0.0
-            self.last_counts = torch.zeros(self.num_experts, dtype=torch.long, device=probs.device)
-            return
-        counts = torch.bincount(top_i, minlength=self.num_experts)
-        frac = counts.float() / probs.shape[0]
-        self.last_aux_loss = self.num_experts * (frac * probs.mean(0)).sum()
-        self.last_counts = counts
+            return probs.sum() * 0.0
+        frac = torch.bincount(choice, minlength=self.num_experts).float() / probs.shape[0]
+        return self.num_experts * (frac * probs.mean(0)).sum()
+
+    def expert_counts(self, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(E,) how many of the last forward's tokens (where ``token_mask`` is True) each expert received."""
+        _, choice = self._routed(token_mask)
+        return torch.bincount(choice, minlength=self.num_experts)
 
 
 def decoder_layers(llm: nn.Module) -> nn.ModuleList:

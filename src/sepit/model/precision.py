@@ -1,8 +1,10 @@
-"""Inference precision: which dtype the weights take (``auto`` | ``fp32`` | ``bf16``, never fp16), casting them, and
-float32 logits whatever that dtype is.
+"""Precision: which dtype the weights take for inference (``auto`` | ``fp32`` | ``bf16``, never fp16), casting them,
+float32 logits whatever that dtype is, and the training loop's autocast dtype. The names themselves live in the
+torch-free :mod:`sepit.precisions` (the command line offers them without importing torch).
 
     dtype = inference_dtype("auto", "cpu")   # bf16 on CPUs with AMX / AVX512-BF16, else fp32
     cast_parameters(model, dtype)            # what SepitModel.to_precision does
+    amp = autocast_dtype("auto", device)     # training: bf16 autocast on CUDA with bf16, else None (fp32)
 """
 
 from __future__ import annotations
@@ -11,16 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sepit.errors import ConfigError
+from sepit.precisions import PRECISIONS, check_precision
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` itself when it is one of :data:`PRECISIONS`, else a one-line ConfigError."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+__all__ = ["PRECISIONS", "autocast_dtype", "cast_parameters", "check_precision", "cpu_has_native_bf16",
+           "inference_dtype", "logits_fp32"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -52,6 +48,19 @@ def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The training loop's autocast dtype: bf16 where the hardware has it (``auto``: CUDA with bf16), None (fp32,
+    no autocast) otherwise; never fp16. Unlike :func:`inference_dtype`, ``auto`` stays fp32 on every CPU."""
+    check_precision(precision)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
 
 
 def cast_parameters(module: nn.Module, dtype: torch.dtype) -> nn.Module:

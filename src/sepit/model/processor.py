@@ -10,71 +10,25 @@ learns to stop) and -100 elsewhere.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 
+from sepit.data.instructions.record import PROTEIN_MARKER
 from sepit.errors import InputError
 from sepit.log import get_logger
 from sepit.model.projector import pooled_length
+from sepit.proteins import Protein, as_protein
 
 log = get_logger(__name__)
 
-PROTEIN_TOKEN = "<protein>"
+PROTEIN_TOKEN = PROTEIN_MARKER  # the marker of the instruction records is the LLM token that holds a protein
 PROTEIN_START = "<protein_start>"
 PROTEIN_END = "<protein_end>"
 SPECIAL_TOKENS = (PROTEIN_TOKEN, PROTEIN_START, PROTEIN_END)
 IGNORE = -100
 STANDARD_AA = "LAGVSERTIDPKQNFYMHWC"
-
-
-@dataclass(frozen=True)
-class ProteinInput:
-    """One protein: ``sequence`` (one letter per residue), optional Cα ``coords`` (L, 3) in Å and ``coord_mask``
-    (L,) bool (False = residue has no usable Cα). Without ``coord_mask``, rows that are non-finite or exactly
-    (0, 0, 0) count as missing."""
-
-    sequence: str
-    coords: np.ndarray | None = field(default=None, compare=False)
-    coord_mask: np.ndarray | None = field(default=None, compare=False)
-
-
-def as_protein(obj: Any) -> ProteinInput:
-    """A ProteinInput from a ProteinInput, a sequence string, a mapping or any object with ``sequence`` /
-    ``coords`` / ``coord_mask`` (e.g. the dataset's protein records); validated."""
-    if isinstance(obj, ProteinInput):
-        p = obj
-    elif isinstance(obj, str):
-        p = ProteinInput(obj)
-    elif isinstance(obj, Mapping):
-        p = ProteinInput(obj["sequence"], obj.get("coords"), obj.get("coord_mask"))
-    elif hasattr(obj, "sequence"):
-        p = ProteinInput(obj.sequence, getattr(obj, "coords", None), getattr(obj, "coord_mask", None))
-    else:
-        raise InputError(None, f"not a protein: {type(obj).__name__}")
-    seq = str(p.sequence).strip().upper()
-    if not seq:
-        raise InputError(None, "empty protein sequence")
-    coords, mask = p.coords, p.coord_mask
-    if coords is not None:
-        coords = np.asarray(coords, dtype=np.float32)
-        if coords.shape != (len(seq), 3):
-            raise InputError(None, f"coordinates have shape {coords.shape}, expected ({len(seq)}, 3) for a "
-                                   f"sequence of {len(seq)} residues")
-        finite = np.isfinite(coords).all(axis=1)
-        if mask is None:
-            mask = finite & np.any(coords != 0.0, axis=1)
-        else:
-            mask = np.asarray(mask, dtype=bool)
-            if mask.shape != (len(seq),):
-                raise InputError(None, f"coord_mask has shape {mask.shape}, expected ({len(seq)},)")
-            mask = mask & finite
-        coords = np.where(mask[:, None], coords, 0.0).astype(np.float32)
-    elif mask is not None:
-        raise InputError(None, "coord_mask given without coords")
-    return ProteinInput(seq, coords, mask)
 
 
 @dataclass
@@ -83,7 +37,7 @@ class Example:
 
     input_ids: list[int]
     labels: list[int]
-    proteins: list[ProteinInput]
+    proteins: list[Protein]
 
 
 def add_protein_tokens(tokenizer) -> int:
@@ -136,7 +90,7 @@ class SepitProcessor:
     def mask_token_id(self) -> int:
         return int(self._mask)
 
-    def _crop(self, p: ProteinInput) -> ProteinInput:
+    def _crop(self, p: Protein) -> Protein:
         if len(p.sequence) <= self.max_residues:
             return p
         if not self._warned_crop:
@@ -144,8 +98,8 @@ class SepitProcessor:
                         self.max_residues)
             self._warned_crop = True
         n = self.max_residues
-        return ProteinInput(p.sequence[:n], None if p.coords is None else p.coords[:n],
-                            None if p.coord_mask is None else p.coord_mask[:n])
+        return replace(p, sequence=p.sequence[:n], coords=None if p.coords is None else p.coords[:n],
+                       coord_mask=None if p.coord_mask is None else p.coord_mask[:n])
 
     def num_protein_tokens(self, protein: Any) -> int:
         """How many LLM slots a protein takes (its residue count after cropping, pooled)."""

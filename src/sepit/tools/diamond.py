@@ -1,8 +1,8 @@
 """DIAMOND from Python: a fast protein search for the split's leak rounds (held-out proteins against training ones).
 
 At MMseqs2's ``-s 7.5`` a query's cost is mostly its own similar k-mers; DIAMOND indexes the seeds of both sides and
-joins them, so a large query set costs much less per query (20,000 held-out proteins of the full 2014 set against
-428,593 training ones: 383 s on 2 cores, against about 25 min for MMseqs2 ``-s 7.5``; docs/benchmarks.md, 4a).
+joins them, so a large query set costs much less per query (measured against MMseqs2 ``-s 7.5`` on the full 2014
+set in docs/benchmarks.md, 4a).
 Hits come out in the format of :func:`sepit.tools.mmseqs.search_to_file` (identity and coverages as fractions), so
 :func:`sepit.tools.mmseqs.read_hits` reads them.
 

@@ -27,16 +27,20 @@ SEARCH_COLUMNS = ("query", "target", "fident", "alnlen", "qcov", "tcov", "evalue
 
 @dataclass(frozen=True)
 class Hit:
-    """One alignment of a query to a target: identity and coverages are fractions in [0, 1]."""
+    """One alignment of a query to a target, the one hit record of sepit (splits, baselines, hit files).
+
+    Identity and coverages are fractions in [0, 1]. MMseqs2 searches fill every field; a BLAST-tab file read by
+    :func:`sepit.eval.baselines.read_m8` has no coverages (None), and may lack e-value and bit score.
+    """
 
     query: str
     target: str
     identity: float
-    aln_len: int
-    qcov: float
-    tcov: float
-    evalue: float
-    bits: float
+    aln_len: int | None = None
+    qcov: float | None = None
+    tcov: float | None = None
+    evalue: float | None = None
+    bits: float | None = None
 
 
 def mmseqs_binary() -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Item:
-    """One example. ``messages`` (stages 1–2) or ``caption`` (stage 0); ``proteins`` are ``ProteinInput``s."""
+    """One example. ``messages`` (stages 1–2) or ``caption`` (stage 0); ``proteins`` are
+    :class:`sepit.proteins.Protein` s."""
 
     id: str
     proteins: tuple[Any, ...]

@@ -8,6 +8,7 @@ One process (the usual case) needs none of this: ``world() == (0, 1)`` and every
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -32,8 +33,13 @@ def resolve_strategy(requested: str, world: int) -> str:
     return "fsdp" if requested == "fsdp" else "ddp"
 
 
+def is_initialized() -> bool:
+    """Whether this process is in a process group (joined by :func:`init_distributed` or by its caller)."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def world_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -47,10 +53,27 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _all_reduce(t: torch.Tensor, op: dist.ReduceOp) -> None:
+    """``dist.all_reduce`` in place, returning once the communication thread has let go of ``t``.
+
+    Gloo runs each collective on a thread of its own, which drops its reference to the tensors a moment after the
+    caller has been told the result. If the caller's reference went first, that thread frees the tensor's Python
+    object, for which it takes the GIL; should the process be exiting by then (a stop agreed by :func:`any_rank`
+    is followed by an exit), taking the GIL ends the thread inside a C++ destructor and the process aborts
+    ("terminate called without an active exception"). Waiting here keeps the last reference with the caller.
+    A barrier or leaving the group does not settle it: FSDP's device mesh keeps the backend, and its threads,
+    alive until the process exits."""
+    before = t._use_count()
+    dist.all_reduce(t, op=op)
+    deadline = time.monotonic() + 1.0  # a bound, not a timing: the thread lets go within microseconds
+    while t.device.type == "cpu" and t._use_count() > before and time.monotonic() < deadline:
+        time.sleep(1e-5)  # releases the GIL, which that thread may need
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     """Mean of a tensor over processes (in place where distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    if is_initialized():
+        _all_reduce(t, dist.ReduceOp.SUM)
         t /= dist.get_world_size()
     return t
 
@@ -58,15 +81,26 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 def any_rank(flag: bool, device: torch.device | str = "cpu") -> bool:
     """True on every process when ``flag`` is true on any (so all ranks stop together instead of leaving the others
     waiting in the next collective)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not is_initialized() or dist.get_world_size() == 1:
         return flag
     t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    _all_reduce(t, dist.ReduceOp.MAX)
     return bool(t.item() > 0)
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def stop_together(leave: bool) -> None:
+    """Called by every process once all have agreed to stop (:func:`any_rank`): wait at a barrier until all are
+    here, so that none exits while another still has a collective in flight to it, then leave the group if
+    ``leave`` (a group the caller joined is the caller's to leave)."""
+    if not is_initialized():
+        return
+    dist.barrier()
+    if leave:
         dist.destroy_process_group()
 
 
@@ -89,7 +123,7 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         if not bucket:
             return
         flat = _flatten_dense_tensors(bucket)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        _all_reduce(flat, dist.ReduceOp.SUM)
         flat /= world
         for g, new in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
             g.copy_(new)
@@ -118,7 +152,7 @@ def drop_zero_gradients(params: list[torch.Tensor]) -> None:
                            (p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad).ne(0).any()
                            for p in params]).to(torch.int32)
     if any(isinstance(p, DTensor) for p in params) and world_info()[1] > 1:
-        dist.all_reduce(nonzero, op=dist.ReduceOp.MAX)  # each rank saw only its shards
+        _all_reduce(nonzero, dist.ReduceOp.MAX)  # each rank saw only its shards
     for p, nz in zip(params, nonzero.tolist()):
         if not nz:
             p.grad = None

@@ -70,6 +70,15 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def reset_after_error(model: nn.Module) -> None:
+    """After an error that ended a step between its forward and its optimizer step (every rank stopping together):
+    wait for FSDP's in-flight collectives (prefetched all-gathers on GPU) and reshard the parameters, so that no
+    communication is left pending (``reset_iter_state``; a torch without it has nothing to call)."""
+    reset = getattr(model, "reset_iter_state", None)
+    if is_sharded(model) and reset is not None:
+        reset()
+
+
 def unsharded(params: list[torch.Tensor]) -> list[torch.Tensor]:
     """The parameters FSDP left whole (their gradients are not reduced by it)."""
     from torch.distributed.tensor import DTensor

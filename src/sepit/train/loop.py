@@ -14,7 +14,7 @@ import errno
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from torch import nn
 
 from sepit._io import atomic_dir, atomic_write, write_json
 from sepit.config import to_dict
-from sepit.errors import CheckpointError, SepitError
+from sepit.errors import SepitError
 from sepit.log import get_logger, progress
 from sepit.model.checkpoint import save_model
 from sepit.train import distributed as dist
@@ -87,7 +87,7 @@ def describe_trainable(model: nn.Module, opt_groups: list[dict[str, Any]]) -> st
 
 def make_optimizer(opt_groups: list[dict[str, Any]], weight_decay: float) -> torch.optim.Optimizer:
     """AdamW, fused where torch supports it for these parameters (CPU and CUDA float tensors): on a 2-core CPU the
-    fused step is ~7x faster than the per-tensor loop (0.9 s vs 6.5 s per 100M parameters, measured)."""
+    fused step is several times faster than the per-tensor loop."""
     groups = [{k: v for k, v in g.items() if k != "names"} for g in opt_groups]
     try:
         return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
@@ -104,16 +104,27 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return path if (path / "trainer_state.json").is_file() else None
 
 
-def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int,
+                     device: torch.device) -> Path:
     """Write ``checkpoints/step-N`` on rank 0 and point ``latest`` at it; returns its path (on every rank).
-    A sharded model is gathered first, which every rank takes part in."""
+    A sharded model is gathered first, which every rank takes part in. A write that fails raises TrainingError on
+    every rank (they agree on it, as on a NaN loss), not on rank 0 alone while the others wait for it."""
     sharded = fsdp.is_sharded(model)
     weights = fsdp.full_model_state(model) if sharded else None
     opt_state = fsdp.full_optimizer_state(opt) if sharded else opt
     ckpt_root = out_dir / "checkpoints"
     name = f"step-{step:07d}"
-    if not dist.is_main():
-        return ckpt_root / name  # rank 0 writes it (a barrier follows); every rank can name it in errors
+    why = _write_checkpoint(model, weights, opt_state, state, ckpt_root, name, keep) if dist.is_main() else None
+    if dist.any_rank(why is not None, device):
+        raise TrainingError(f"could not write checkpoint {ckpt_root / name} ({why or 'on process 0'}); "
+                            f"last good checkpoint: {latest_checkpoint(out_dir) or 'none'}")
+    return ckpt_root / name  # every rank can name it in errors
+
+
+def _write_checkpoint(model, weights, opt_state, state: dict[str, Any], ckpt_root: Path, name: str,
+                      keep: int) -> str | None:
+    """Rank 0: write checkpoint ``name`` atomically, point ``latest`` at it and drop the oldest beyond ``keep``.
+    Returns why the write failed (``disk full``, the OS error), or None."""
     try:
         with atomic_dir(ckpt_root / name) as tmp:
             save_model(model, tmp / "model", weights)
@@ -121,86 +132,135 @@ def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any]
         with atomic_write(ckpt_root / "latest") as f:
             f.write(name + "\n")
     except OSError as e:
-        last = latest_checkpoint(out_dir)
-        why = "disk full" if e.errno == errno.ENOSPC else str(e)
-        raise TrainingError(f"could not write checkpoint {ckpt_root / name} ({why}); last good checkpoint: "
-                            f"{last or 'none'}") from None
+        return "disk full" if e.errno == errno.ENOSPC else str(e)
     old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
     for p in old[:max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
-    return ckpt_root / name
+    return None
 
 
 def _load_weights(model: nn.Module, start: Path) -> None:
-    """Load a checkpoint's weights into the (unsharded) model; tied weights are stored under one name."""
-    from safetensors.torch import load_file
+    """Load a checkpoint's weights into the (unsharded) model, strictly: one loader for every checkpoint, see
+    :func:`sepit.model.checkpoint.load_weights`."""
+    from sepit.model.checkpoint import WEIGHTS, load_weights
 
-    weights = load_file(str(start / "model" / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    sd = model.state_dict()
-    loaded_ptrs = {sd[k].data_ptr() for k in weights if k in sd}
-    missing = [m for m in missing if sd[m].data_ptr() not in loaded_ptrs]  # tied weights are stored once
-    if unexpected or missing:
-        raise CheckpointError(f"{start}: model weights do not match this run's model "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights(model, start / "model" / WEIGHTS, against="this run's model")
 
 
 # ---- precision ------------------------------------------------------------------------------------------------------
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the hardware has it (CUDA with bf16), fp32 otherwise; never fp16."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    """bf16 autocast where the hardware has it (CUDA with bf16), fp32 (None) otherwise; never fp16. See
+    :func:`sepit.model.precision.autocast_dtype`, which holds every precision rule."""
+    from sepit.model.precision import autocast_dtype as _autocast_dtype
+
+    return _autocast_dtype(precision, device)
 
 
 # ---- the loop -------------------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """One run between its set-up and its end: what every step reads, and what the steps advance."""
+
+    cfg: TrainConfig
+    runner: StageRunner
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    items: list[Item]
+    device: torch.device
+    amp: torch.dtype | None  # autocast dtype, None for fp32
+    rank: int
+    world: int
+    strategy: str
+    global_batch: int
+    per_epoch: int
+    total_steps: int
+    warmup: int
+    out_dir: Path
+    metrics_file: Path
+    writer: Any  # TensorBoard SummaryWriter on rank 0, when installed
+    bar: Any  # progress bar (disabled off rank 0)
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    saved_step: int | None = None  # the step whose checkpoint holds the current weights, if any
+    last_ckpt: Path | None = None  # named in errors: where a stopped run resumes from
+    t_last: float = 0.0  # tokens/s: time and tokens since the last metrics record
+    tokens_since: int = 0
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
           items: list[Item] | None = None, model: nn.Module | None = None) -> TrainResult | dict[str, Any]:
     """Run one stage. ``items``/``model`` may be given directly (tests); otherwise they come from the config.
 
-    Returns a TrainResult, or the plan (a dict) when ``dry_run``.
+    Returns a TrainResult, or the plan (a dict) when ``dry_run``. Under torchrun every process runs this; a
+    TrainingError (a NaN loss on any process, a checkpoint that could not be written) is raised on every process
+    at the same step, after they have stopped together and (when ``train`` joined it) left the process group.
     """
-    rank, world = dist.init_distributed()
+    callers_group = dist.is_initialized()  # a group the caller joined is the caller's to leave
+    world = dist.init_distributed()[1]
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
-    out_dir = Path(cfg.out_dir)
     torch.manual_seed(cfg.seed)
-    runner: StageRunner = make_runner(cfg, model=model, device=device)
-    model = runner.model
+    runner = make_runner(cfg, model=model, device=device)
     if items is None:
         items = runner.load_items()
-    opt_groups = set_trainable(model, cfg.lr)
+    opt_groups = set_trainable(runner.model, cfg.lr)
     strategy = dist.resolve_strategy(cfg.distributed.strategy, world)
-    global_batch = cfg.batch_size * cfg.grad_accum * world
-    per_epoch = steps_per_epoch(len(items), global_batch)
-    total_steps = cfg.max_steps or cfg.epochs * per_epoch
-    plan = {"stage": cfg.stage, "items": len(items), "global_batch": global_batch, "steps_per_epoch": per_epoch,
-            "total_steps": total_steps, "world_size": world, "strategy": strategy, "device": str(device),
-            "precision": str(autocast_dtype(cfg.precision, device) or torch.float32),
-            "tasks": runner.task_counts(items),
-            "memory_estimate_gb": round(runner.memory_estimate_gb(shards=world if strategy == "fsdp" else 1), 2)}
+    plan = _plan(cfg, runner, items, world, strategy, device)
     if dist.is_main():
-        log.info(f"stage {cfg.stage}: {len(items)} items, {total_steps} steps of global batch {global_batch} "
-                 f"({world} process{'es' if world > 1 else ''}, strategy {strategy}, {device}, {plan['precision']})")
-        if strategy == "single" and cfg.distributed.strategy == "fsdp":
-            log.info("distributed.strategy=fsdp: one process has nothing to shard, so the model stays whole")
-        log.info("trainable parameters:\n" + describe_trainable(model, opt_groups))
+        _log_plan(cfg, plan, describe_trainable(runner.model, opt_groups))
     if dry_run:
-        plan["trainable"] = describe_trainable(model, opt_groups)
+        plan["trainable"] = describe_trainable(runner.model, opt_groups)
         return plan
     if not items:
         raise SepitError(f"stage {cfg.stage}: no training items (data.dir={cfg.data.dir!r}, kinds={cfg.data.kinds})")
 
+    run = _start(cfg, runner, items, opt_groups, plan, device, resume)
+    try:
+        while run.step < run.total_steps:
+            _train_step(run)
+            if run.step % cfg.save_every == 0 or run.step == run.total_steps:
+                _checkpoint(run)
+        return _finish(run)
+    except TrainingError:
+        # every rank raised it at the same step (the stop was agreed), so every rank is here: stop together
+        fsdp.reset_after_error(run.model)
+        dist.stop_together(leave=not callers_group)
+        raise
+    finally:
+        _close_outputs(run)
+
+
+def _plan(cfg: TrainConfig, runner: StageRunner, items: list[Item], world: int, strategy: str,
+          device: torch.device) -> dict[str, Any]:
+    """What the run will do (``--dry-run`` prints it): items, batch and step counts, strategy, precision, memory."""
+    global_batch = cfg.batch_size * cfg.grad_accum * world
+    per_epoch = steps_per_epoch(len(items), global_batch)
+    return {"stage": cfg.stage, "items": len(items), "global_batch": global_batch, "steps_per_epoch": per_epoch,
+            "total_steps": cfg.max_steps or cfg.epochs * per_epoch, "world_size": world, "strategy": strategy,
+            "device": str(device), "precision": str(autocast_dtype(cfg.precision, device) or torch.float32),
+            "tasks": runner.task_counts(items),
+            "memory_estimate_gb": round(runner.memory_estimate_gb(shards=world if strategy == "fsdp" else 1), 2)}
+
+
+def _log_plan(cfg: TrainConfig, plan: dict[str, Any], trainable: str) -> None:
+    world, strategy = plan["world_size"], plan["strategy"]
+    log.info(f"stage {cfg.stage}: {plan['items']} items, {plan['total_steps']} steps of global batch "
+             f"{plan['global_batch']} ({world} process{'es' if world > 1 else ''}, strategy {strategy}, "
+             f"{plan['device']}, {plan['precision']})")
+    if strategy == "single" and cfg.distributed.strategy == "fsdp":
+        log.info("distributed.strategy=fsdp: one process has nothing to shard, so the model stays whole")
+    log.info("trainable parameters:\n" + trainable)
+
+
+def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups: list[dict[str, Any]],
+           plan: dict[str, Any], device: torch.device, resume: bool) -> _Run:
+    """Set up the run: model on its device, resumed weights, sharding, optimizer (and its resumed state), outputs."""
+    model, out_dir = runner.model, Path(cfg.out_dir)
     model.to(device)
     model.train()
     runner.prepare(items)
-    warmup = int(cfg.warmup_ratio * total_steps)
     amp = autocast_dtype(cfg.precision, device)
 
-    step, losses, start = 0, [], None
+    start = None
     if resume:
         start = latest_checkpoint(out_dir)
         if start is None:
@@ -209,103 +269,134 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
             _load_weights(model, start)  # before sharding: each rank then keeps its shard of these weights
     elif latest_checkpoint(out_dir) is not None:
         raise SepitError(f"{out_dir} already has checkpoints: pass --resume to continue, or use another out_dir")
-    if strategy == "fsdp":
+    if plan["strategy"] == "fsdp":
         fsdp.shard_model(model, device, mp_dtype=amp, reshard_after_forward=cfg.distributed.reshard_after_forward,
                          replicate_encoder=runner.use_cache)
         opt_groups = set_trainable(model, cfg.lr)  # the same set, now the sharded parameters that replaced them
     opt = make_optimizer(opt_groups, cfg.weight_decay)
-    load_optimizer = partial(fsdp.load_full_optimizer_state, opt) if strategy == "fsdp" else None
-    saved_step = None  # the step whose checkpoint holds the current weights, if any
+    step, losses = 0, []
     if start is not None:
+        load_optimizer = partial(fsdp.load_full_optimizer_state, opt) if plan["strategy"] == "fsdp" else None
         state = load_trainer_state(start, opt, load_optimizer)
         if state.get("config_hash") != _config_hash(cfg):
             log.warning(f"resuming from {start} whose config differs from this run's")
         step, losses = state["step"], state["losses"]
-        saved_step = step
         log.info(f"resumed from {start} at step {step}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_file = out_dir / "metrics.jsonl"
     if dist.is_main():
         write_json(out_dir / "train_config.json", to_dict(cfg))
-    writer = _tensorboard(out_dir) if dist.is_main() else None
-    bar = progress(total=total_steps, initial=step, desc=f"stage {cfg.stage}", unit="step",
-                   disable=not dist.is_main())
-    t_last, tokens_since = time.time(), 0
-    last_ckpt = latest_checkpoint(out_dir)
-    while step < total_steps:
-        epoch, pos = divmod(step, per_epoch)
-        batches = epoch_batches(items, global_batch, cfg.seed, epoch, cfg.length_grouping)
-        batch_idx = batches[pos % len(batches)]
-        micro = shard(batch_idx, rank, world, cfg.batch_size, cfg.grad_accum)
-        factor = lr_factor(step, total_steps, warmup)
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * factor
-        collated = [runner.collate([items[i] for i in m], step=step) for m in micro]
-        denom = runner.normaliser(collated)
-        logs: dict[str, float] = {}
-        for k, b in enumerate(collated):
-            b = model.to_device(b)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss, parts = runner.loss(model, b, denom, n_micro=len(collated))
-            if dist.any_rank(not bool(torch.isfinite(loss)), loss.device):  # every rank stops, none hangs
-                raise TrainingError(f"stage {cfg.stage}: loss is {loss.item()} at step {step + 1}"
-                                    f"{' on some process' if world > 1 else ''}; stopped without applying it. "
-                                    f"Last good checkpoint: {last_ckpt or 'none'}")
-            loss.backward()
-            for name, v in parts.items():
-                logs[name] = logs.get(name, 0.0) + v
-        trainable = [p for g in opt.param_groups for p in g["params"]]
-        # DDP: average every gradient; FSDP reduce-scattered its shards in backward, only the few whole ones are left
-        dist.average_gradients(fsdp.unsharded(trainable) if strategy == "fsdp" else trainable)
-        dist.drop_zero_gradients(trainable)  # "unused" = zero gradient over the global batch, whatever the strategy
-        grad_norm = fsdp.scalar(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        step += 1
-        loss_value = float(dist.all_reduce_mean(torch.tensor(logs.get("loss", 0.0))).item())
-        losses.append(loss_value)
-        tokens_since += sum(int(b.get("num_tokens_processed", 0)) for b in collated)
-        if dist.is_main():
-            now = time.time()
-            rec = {"step": step, "epoch": epoch, "lr": opt.param_groups[0]["lr"], "grad_norm": grad_norm,
-                   **{k: round(v, 6) for k, v in logs.items()}, "loss": loss_value,
-                   "tokens_per_s": round(tokens_since * world / max(now - t_last, 1e-9), 1)}
-            with open(metrics_file, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            if writer is not None:
-                for k, v in rec.items():
-                    if isinstance(v, (int, float)) and k != "step":
-                        writer.add_scalar(f"stage{cfg.stage}/{k}", v, step)
-            bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=rec["tokens_per_s"], refresh=False)
-            if step % cfg.log_every == 0 or step == total_steps:
-                log.debug(json.dumps(rec))
-            t_last, tokens_since = now, 0
-        bar.update(1)
-        if step % cfg.save_every == 0 or step == total_steps:
-            state = {"step": step, "losses": losses, "config_hash": _config_hash(cfg), "total_steps": total_steps}
-            last_ckpt = _save_checkpoint(model, opt, out_dir, step, state, cfg.keep_checkpoints)
-            saved_step = step
-            dist.barrier()
-    bar.close()
-    final = out_dir / "final"
-    valid_loss = runner.validation_loss()  # on every rank: a sharded model's forward is collective
-    weights = fsdp.full_model_state(model) if fsdp.is_sharded(model) and saved_step != step else None
+    total_steps = plan["total_steps"]
+    return _Run(cfg=cfg, runner=runner, model=model, opt=opt, items=items, device=device, amp=amp,
+                rank=dist.world_info()[0], world=plan["world_size"], strategy=plan["strategy"],
+                global_batch=plan["global_batch"], per_epoch=plan["steps_per_epoch"], total_steps=total_steps,
+                warmup=int(cfg.warmup_ratio * total_steps), out_dir=out_dir, metrics_file=out_dir / "metrics.jsonl",
+                writer=_tensorboard(out_dir) if dist.is_main() else None,
+                bar=progress(total=total_steps, initial=step, desc=f"stage {cfg.stage}", unit="step",
+                             disable=not dist.is_main()),
+                step=step, losses=losses, saved_step=step if start is not None else None,
+                last_ckpt=latest_checkpoint(out_dir), t_last=time.time())
+
+
+def _train_step(run: _Run) -> None:
+    """One optimizer step over this rank's micro-batches of the global batch; records its metrics.
+
+    Raises TrainingError on every rank when the loss is not finite on any of them, before applying it."""
+    cfg, model, opt, runner = run.cfg, run.model, run.opt, run.runner
+    epoch, pos = divmod(run.step, run.per_epoch)
+    batches = epoch_batches(run.items, run.global_batch, cfg.seed, epoch, cfg.length_grouping)
+    micro = shard(batches[pos % len(batches)], run.rank, run.world, cfg.batch_size, cfg.grad_accum)
+    factor = lr_factor(run.step, run.total_steps, run.warmup)
+    for g in opt.param_groups:
+        g["lr"] = g["base_lr"] * factor
+    collated = [runner.collate([run.items[i] for i in m], step=run.step) for m in micro]
+    denom = runner.normaliser(collated)
+    logs: dict[str, float] = {}
+    for b in collated:
+        b = model.to_device(b)
+        with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+            loss, parts = runner.loss(model, b, denom, n_micro=len(collated))
+        if dist.any_rank(not bool(torch.isfinite(loss)), loss.device):  # every rank stops, none hangs
+            raise TrainingError(f"stage {cfg.stage}: loss is {loss.item()} at step {run.step + 1}"
+                                f"{' on some process' if run.world > 1 else ''}; stopped without applying it. "
+                                f"Last good checkpoint: {run.last_ckpt or 'none'}")
+        loss.backward()
+        for name, v in parts.items():
+            logs[name] = logs.get(name, 0.0) + v
+    trainable = [p for g in opt.param_groups for p in g["params"]]
+    # DDP: average every gradient; FSDP reduce-scattered its shards in backward, only the few whole ones are left
+    dist.average_gradients(fsdp.unsharded(trainable) if run.strategy == "fsdp" else trainable)
+    dist.drop_zero_gradients(trainable)  # "unused" = zero gradient over the global batch, whatever the strategy
+    grad_norm = fsdp.scalar(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    run.step += 1
+    loss_value = float(dist.all_reduce_mean(torch.tensor(logs.get("loss", 0.0))).item())
+    run.losses.append(loss_value)
+    run.tokens_since += sum(int(b.get("num_tokens_processed", 0)) for b in collated)
     if dist.is_main():
-        if saved_step == step:
-            _link_tree(out_dir / "checkpoints" / f"step-{step:07d}" / "model", final)  # already holds these weights
+        _record(run, epoch, logs, loss_value, grad_norm)
+    run.bar.update(1)
+
+
+def _record(run: _Run, epoch: int, logs: dict[str, float], loss_value: float, grad_norm: float) -> None:
+    """Rank 0: the step's line of metrics.jsonl (+ TensorBoard, progress bar, debug log)."""
+    now = time.time()
+    rec = {"step": run.step, "epoch": epoch, "lr": run.opt.param_groups[0]["lr"], "grad_norm": grad_norm,
+           **{k: round(v, 6) for k, v in logs.items()}, "loss": loss_value,
+           "tokens_per_s": round(run.tokens_since * run.world / max(now - run.t_last, 1e-9), 1)}
+    with open(run.metrics_file, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    if run.writer is not None:
+        for k, v in rec.items():
+            if isinstance(v, (int, float)) and k != "step":
+                run.writer.add_scalar(f"stage{run.cfg.stage}/{k}", v, run.step)
+    run.bar.set_postfix(loss=f"{loss_value:.4f}", tok_s=rec["tokens_per_s"], refresh=False)
+    if run.step % run.cfg.log_every == 0 or run.step == run.total_steps:
+        log.debug(json.dumps(rec))
+    run.t_last, run.tokens_since = now, 0
+
+
+def _checkpoint(run: _Run) -> None:
+    """Save the checkpoint of the current step (every rank takes part) and wait until it is written."""
+    state = {"step": run.step, "losses": run.losses, "config_hash": _config_hash(run.cfg),
+             "total_steps": run.total_steps}
+    run.last_ckpt = _save_checkpoint(run.model, run.opt, run.out_dir, run.step, state, run.cfg.keep_checkpoints,
+                                     run.device)
+    run.saved_step = run.step
+    dist.barrier()
+
+
+def _finish(run: _Run) -> TrainResult:
+    """After the last step: validation loss, ``final/`` model (the last checkpoint's files when it holds these
+    weights), ``summary.json``."""
+    cfg, model, step, losses = run.cfg, run.model, run.step, run.losses
+    run.bar.close()
+    final = run.out_dir / "final"
+    valid_loss = run.runner.validation_loss()  # on every rank: a sharded model's forward is collective
+    weights = fsdp.full_model_state(model) if fsdp.is_sharded(model) and run.saved_step != step else None
+    if dist.is_main():
+        if run.saved_step == step:
+            _link_tree(run.out_dir / "checkpoints" / f"step-{step:07d}" / "model", final)  # holds these weights
         else:
             save_model(model, final, weights)
         summary = {"steps": step, "first_loss": losses[0] if losses else None,
-                   "last_loss": losses[-1] if losses else None, "items": len(items),
+                   "last_loss": losses[-1] if losses else None, "items": len(run.items),
                    "valid_loss": valid_loss, "final": str(final)}
-        write_json(out_dir / "summary.json", summary)
+        write_json(run.out_dir / "summary.json", summary)
         log.info(f"stage {cfg.stage} done: {step} steps, loss {summary['first_loss']} → {summary['last_loss']}; "
                  f"model in {final}")
-    if writer is not None:
-        writer.close()
+    _close_outputs(run)
     dist.barrier()
-    return TrainResult(out_dir, final, step, losses, metrics_file)
+    return TrainResult(run.out_dir, final, step, losses, run.metrics_file)
+
+
+def _close_outputs(run: _Run) -> None:
+    """Close the progress bar and the TensorBoard writer (at the end, or when an error ends the run)."""
+    run.bar.close()
+    if run.writer is not None:
+        run.writer.close()
+        run.writer = None
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from sepit.errors import CheckpointError, SepitError
 from sepit.log import get_logger
+from sepit.proteins import Protein
 from sepit.train import distributed as dist
 from sepit.train.batching import Item
 from sepit.train.config import TrainConfig
@@ -50,26 +51,24 @@ def resolve_init(path: str) -> Path:
     raise CheckpointError(f"{p}: not a sepit model directory (no sepit_config.json); check init_from")
 
 
-def protein_input(ds: Any, pid: str, max_len: int) -> Any:
-    from sepit.model import ProteinInput
-
+def protein_input(ds: Any, pid: str, max_len: int) -> Protein:
+    """The dataset's protein ``pid`` cut to its first ``max_len`` residues."""
     p = ds.protein(pid)
-    seq = p.sequence[:max_len]
     coords = None if p.coords is None else p.coords[:max_len]
-    mask = None if p.mask is None else p.mask[:max_len]
-    return ProteinInput(seq, coords, mask)
+    mask = None if p.coord_mask is None else p.coord_mask[:max_len]
+    return Protein(p.sequence[:max_len], coords, mask, id=pid)
 
 
 class StageRunner:
-    """Owns the model of a stage and knows its items, collation and loss."""
+    """Owns the model of a stage and knows its items, collation and loss: the parts every stage shares. A stage's
+    own parts live in :class:`Stage0Runner` (stage 0) and :class:`ChatRunner` (stages 1 and 2); ``make_runner``
+    picks one, and the loop only sees this interface."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device) -> None:
         self.cfg = cfg
         self.model = model
         self.device = device
-        self.text_encoder: nn.Module | None = None
-        self.cache: dict[tuple[str, bool], torch.Tensor] = {}
-        self.use_cache = False
+        self.use_cache = False  # the frozen encoder's outputs are cached (then FSDP leaves the encoder whole)
         self._valid: list[Item] = []
 
     # -- data ---------------------------------------------------------------------------------------------------------
@@ -101,16 +100,14 @@ class StageRunner:
                     proteins[pid] = protein_input(ds, pid, d.max_protein_len)
             prots = tuple(proteins[p] for p in rec.protein_ids)
             text_len = sum(len(m["content"]) for m in rec.messages) // 4
-            length = sum(len(p.sequence) for p in prots) + text_len
-            if self.cfg.stage == 0:
-                out.append(Item(rec.id, prots, caption=rec.answer, task=rec.task, length=length,
-                                protein_ids=tuple(rec.protein_ids)))
-            else:
-                out.append(Item(rec.id, prots, messages=tuple(rec.messages), task=rec.task, length=length,
-                                protein_ids=tuple(rec.protein_ids)))
+            out.append(self._item(rec, prots, length=sum(len(p.sequence) for p in prots) + text_len))
             if limit and len(out) >= limit:
                 break
         return out
+
+    def _item(self, rec: Any, proteins: tuple[Any, ...], length: int) -> Item:
+        """One dataset record as this stage's training item."""
+        raise NotImplementedError
 
     def task_counts(self, items: list[Item]) -> dict[str, int]:
         return dict(sorted(Counter(i.task for i in items).items()))
@@ -124,12 +121,99 @@ class StageRunner:
         whole = sum(p.numel() for p in self.model.encoder.parameters()) if shards > 1 and self._caches_encoder() else 0
         return ((total - whole) * 4 / shards + whole * 4 + trainable * 12 / shards) / 1e9
 
+    def _caches_encoder(self) -> bool:
+        return False
+
     # -- per stage ----------------------------------------------------------------------------------------------------
     def prepare(self, items: list[Item]) -> None:
-        if self.cfg.stage == 0:
-            self.text_encoder = self.model.load_text_encoder().to(self.device).eval()
-            for p in self.text_encoder.parameters():
-                p.requires_grad_(False)
+        """Once, after the model is on its device and before the first step."""
+
+    def collate(self, items: list[Item], step: int) -> dict[str, Any]:
+        """A micro-batch of ``items`` as model inputs (+ ``num_tokens_processed``); ``step`` seeds random choices."""
+        raise NotImplementedError
+
+    def normaliser(self, collated: list[dict[str, Any]]) -> float:
+        """What the loss of one optimizer step is divided by (over its micro-batches ``collated``)."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], denom: float, n_micro: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The scalar loss to back-propagate for one micro-batch, and its logged parts."""
+        raise NotImplementedError
+
+    def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:
+        """(summed loss, count) of one validation batch, for a mean over the whole validation set."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        if not self._valid:
+            return None
+        self.model.eval()
+        total, n = 0.0, 0
+        bs = self.cfg.batch_size
+        for s in range(0, len(self._valid), bs):
+            chunk = self._valid[s:s + bs]
+            loss_sum, count = self._validation_terms(self.model.to_device(self.collate(chunk, step=-1)), len(chunk))
+            total += loss_sum
+            n += count
+        self.model.train()
+        return total / max(n, 1)
+
+
+class Stage0Runner(StageRunner):
+    """Stage 0: (protein, caption) pairs; contrastive + coordinate denoising + masked-residue losses against a
+    frozen text encoder."""
+
+    LOSSES = ("contrastive", "denoise", "mlm")
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device) -> None:
+        super().__init__(cfg, model, device)
+        self.text_encoder: nn.Module | None = None
+
+    def _item(self, rec: Any, proteins: tuple[Any, ...], length: int) -> Item:
+        return Item(rec.id, proteins, caption=rec.answer, task=rec.task, length=length,
+                    protein_ids=tuple(rec.protein_ids))
+
+    def prepare(self, items: list[Item]) -> None:
+        self.text_encoder = self.model.load_text_encoder().to(self.device).eval()
+        for p in self.text_encoder.parameters():
+            p.requires_grad_(False)
+
+    def collate(self, items: list[Item], step: int) -> dict[str, Any]:
+        proc = self.model.processor
+        batch = proc.stage0_batch([i.proteins[0] for i in items], [i.caption for i in items], self.text_encoder)
+        batch["num_tokens_processed"] = int(batch["protein_attention_mask"].sum())
+        return batch
+
+    def normaliser(self, collated: list[dict[str, Any]]) -> float:
+        """Micro-batches: each one's losses are already means over its pairs."""
+        return float(len(collated))
+
+    def loss(self, model: nn.Module, batch: dict[str, Any], denom: float, n_micro: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.cfg.loss_weights
+        parts = model.stage0_losses(batch, self.text_encoder)
+        loss = sum(w.get(k, 1.0) * parts[k] for k in self.LOSSES) / n_micro
+        return loss, {"loss": float(loss.detach()), **{k: float(parts[k].detach()) / n_micro for k in self.LOSSES}}
+
+    def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:
+        return float(self.model.stage0_losses(batch, self.text_encoder)["loss"]) * n_items, n_items
+
+
+class ChatRunner(StageRunner):
+    """Stages 1 and 2: conversations with proteins; next-token loss on the answers (+ the MoE load-balancing loss
+    in stage 2, whose frozen encoder's outputs are cached)."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device) -> None:
+        super().__init__(cfg, model, device)
+        self.cache: dict[tuple[str, bool], torch.Tensor] = {}
+
+    def _item(self, rec: Any, proteins: tuple[Any, ...], length: int) -> Item:
+        return Item(rec.id, proteins, messages=tuple(rec.messages), task=rec.task, length=length,
+                    protein_ids=tuple(rec.protein_ids))
+
+    def prepare(self, items: list[Item]) -> None:
         self.use_cache = self._caches_encoder()
         if self.use_cache:
             log.info("stage 2: the frozen encoder's outputs are cached as proteins are first seen")
@@ -145,7 +229,7 @@ class StageRunner:
         (seeded by seed, step and item id, so resumed runs see the same choices)."""
         import dataclasses
 
-        p = self.cfg.structure_dropout if self.cfg.stage > 0 else 0.0
+        p = self.cfg.structure_dropout
         rng = random.Random(f"{self.cfg.seed}/{step}/{item.id}")
         out = []
         for prot in item.proteins:
@@ -155,15 +239,11 @@ class StageRunner:
         return out
 
     def collate(self, items: list[Item], step: int) -> dict[str, Any]:
-        proc = self.model.processor
-        if self.cfg.stage == 0:
-            batch = proc.stage0_batch([i.proteins[0] for i in items], [i.caption for i in items], self.text_encoder)
-            batch["num_tokens_processed"] = int(batch["protein_attention_mask"].sum())
-            return batch
         prots = [self._drop_structure(i, step) for i in items]
-        batch = proc([list(i.messages) for i in items], prots)
+        batch = self.model.processor([list(i.messages) for i in items], prots)
         if self.use_cache:
-            keys = [((pid, p.coords is not None), p) for i, ps in zip(items, prots) for pid, p in zip(i.protein_ids, ps)]
+            keys = [((pid, p.coords is not None), p)
+                    for i, ps in zip(items, prots) for pid, p in zip(i.protein_ids, ps)]
             self._ensure_cached(keys)
             feats = [self.cache[k] for k, _ in keys]
             batch["protein_features"] = torch.cat(feats) if feats else torch.zeros(0)
@@ -171,21 +251,13 @@ class StageRunner:
         return batch
 
     def normaliser(self, collated: list[dict[str, Any]]) -> float:
-        """Stages 1–2: label tokens of the whole optimizer step over all ranks (exact mean over tokens)."""
-        if self.cfg.stage == 0:
-            return float(len(collated))
+        """Label tokens of the whole optimizer step over all ranks (exact mean over tokens)."""
         n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in collated)
         return float(dist.all_reduce_mean(torch.tensor(float(n))).item() * dist.world_info()[1])
 
     def loss(self, model: nn.Module, batch: dict[str, Any], denom: float, n_micro: int
              ) -> tuple[torch.Tensor, dict[str, float]]:
         world = dist.world_info()[1]
-        if self.cfg.stage == 0:
-            w = self.cfg.loss_weights
-            parts = model.stage0_losses(batch, self.text_encoder)
-            loss = sum(w.get(k, 1.0) * parts[k] for k in ("contrastive", "denoise", "mlm")) / n_micro
-            return loss, {"loss": float(loss.detach()), **{k: float(parts[k].detach()) / n_micro
-                                                  for k in ("contrastive", "denoise", "mlm")}}
         out = model(batch)
         lm = out.lm_loss * out.num_tokens * world / max(denom, 1.0)
         loss = lm
@@ -213,25 +285,9 @@ class StageRunner:
                 self.cache[k] = f.detach()
         self.model.encoder.train(was_training)
 
-    @torch.no_grad()
-    def validation_loss(self) -> float | None:
-        if not self._valid:
-            return None
-        self.model.eval()
-        total, n = 0.0, 0
-        bs = self.cfg.batch_size
-        for s in range(0, len(self._valid), bs):
-            chunk = self._valid[s:s + bs]
-            b = self.model.to_device(self.collate(chunk, step=-1))
-            if self.cfg.stage == 0:
-                total += float(self.model.stage0_losses(b, self.text_encoder)["loss"]) * len(chunk)
-                n += len(chunk)
-            else:
-                out = self.model(b)
-                total += float(out.lm_loss) * out.num_tokens
-                n += out.num_tokens
-        self.model.train()
-        return total / max(n, 1)
+    def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:
+        out = self.model(batch)
+        return float(out.lm_loss) * out.num_tokens, out.num_tokens
 
 
 def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device) -> StageRunner:
@@ -255,4 +311,4 @@ def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device)
     if cfg.grad_checkpointing:
         enable = getattr(model.llm, "activation_checkpointing_enable", None) or model.llm.gradient_checkpointing_enable
         enable()
-    return StageRunner(cfg, model, device)
+    return (Stage0Runner if cfg.stage == 0 else ChatRunner)(cfg, model, device)

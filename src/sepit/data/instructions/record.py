@@ -45,7 +45,12 @@ class Instruction:
                                                     for m in d["messages"]), answer=d["answer"])
 
 
+def protein_turn(text: str, n_proteins: int = 1) -> str:
+    """A user turn about proteins: one ``<protein>`` marker per protein, a newline, the text. The one layout of
+    training records and of every question asked at inference (:func:`sepit.proteins.conversation`)."""
+    return PROTEIN_MARKER * n_proteins + "\n" + text
+
+
 def conversation(question: str, answer: str, n_proteins: int = 1) -> tuple[dict[str, str], ...]:
-    """User turn = one ``<protein>`` marker per protein, a newline, the question; assistant turn = the answer."""
-    markers = "".join([PROTEIN_MARKER] * n_proteins)
-    return ({"role": "user", "content": f"{markers}\n{question}"}, {"role": "assistant", "content": answer})
+    """User turn = :func:`protein_turn` of the question; assistant turn = the answer."""
+    return ({"role": "user", "content": protein_turn(question, n_proteins)}, {"role": "assistant", "content": answer})

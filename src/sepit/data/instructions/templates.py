@@ -15,6 +15,8 @@ import yaml
 from sepit.errors import InputError
 from sepit.paths import resources_dir
 
+from .record import PROTEIN_MARKER
+
 # Every task the builder knows, in the order records are made for a protein.
 TASKS: tuple[str, ...] = (
     "function", "go_mf", "go_bp", "go_cc", "location", "ec", "catalytic_activity", "family", "domains",
@@ -63,8 +65,8 @@ def _strings(path: Path, where: str, value: object, allowed: set[str], required:
             raise InputError(path, f"{where}: template {v!r} uses unknown placeholder(s) {sorted(fields - allowed)}")
         if required - fields:
             raise InputError(path, f"{where}: template {v!r} lacks {{{min(required)}}}")
-        if "<protein>" in v:
-            raise InputError(path, f"{where}: template {v!r} must not contain <protein> (the builder adds it)")
+        if PROTEIN_MARKER in v:
+            raise InputError(path, f"{where}: template {v!r} must not contain {PROTEIN_MARKER} (the builder adds it)")
     return tuple(value)
 
 

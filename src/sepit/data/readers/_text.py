@@ -1,10 +1,19 @@
-"""Small text helpers shared by the UniProt readers: sequence checks and evidence-tag cleaning."""
+"""Small text helpers shared by the UniProt readers: the one amino-acid sequence cleaner (also behind
+:mod:`sepit.proteins` for user input) and evidence-tag cleaning."""
 
 from __future__ import annotations
 
 import re
+from typing import Literal, overload
 
-_SEQ_OK = re.compile(r"[A-Z]+")
+from sepit.errors import InputError
+
+STANDARD_AA = "ACDEFGHIKLMNPQRSTVWY"
+USER_AA = STANDARD_AA + "BZXUO"
+"""What user input may hold: the 20 standard letters, the ambiguous B (D/N), Z (E/Q), X (any) and the rare U
+(selenocysteine), O (pyrrolysine)."""
+_USER_OK = re.compile(f"[{USER_AA}]+")
+_ANY_LETTER = re.compile(r"[A-Z]+")
 _DROP = str.maketrans("", "", "0123456789 \t\r\n")
 # "{ECO:0000269|PubMed:123, ECO:0000250}" evidence blocks, and bare "ECO:..." fragments left by line wrapping.
 _EVIDENCE = re.compile(r"\s*\{ECO:[^}]*\}")
@@ -14,13 +23,28 @@ _OLD_EVIDENCE = re.compile(r"\s*\((?:By similarity|Probable|Potential)\)")
 _SPACES = re.compile(r"\s+")
 
 
-def clean_sequence(seq: str) -> str | None:
-    """Upper-case one-letter sequence without spaces/digits, or None if it holds anything else (or is empty).
+@overload
+def clean_sequence(seq: str, *, strict: Literal[False] = ..., where: str = ...) -> str | None: ...
+@overload
+def clean_sequence(seq: str, *, strict: Literal[True], where: str = ...) -> str: ...
+def clean_sequence(seq: str, *, strict: bool = False, where: str = "sequence") -> str | None:
+    """The one amino-acid sequence cleaner: upper-cased, whitespace and a trailing ``*`` (stop) removed.
 
-    A trailing ``*`` (stop) is dropped; lower case is accepted (some FASTA exports mask regions in lower case).
+    ``strict=False`` (the data readers): position numbers are dropped too (flat-file SQ blocks carry them), any
+    letter A–Z is kept, and anything else — or nothing left — gives None, so the reader skips and counts the record.
+    ``strict=True`` (user input): only :data:`USER_AA` letters; otherwise a one-line InputError naming ``where`` and
+    the unexpected characters. Lower case is accepted either way (some FASTA exports mask regions in lower case).
     """
-    s = seq.translate(_DROP).upper().rstrip("*")  # flat-file SQ blocks may carry spaces and position numbers
-    return s if s and _SEQ_OK.fullmatch(s) else None
+    if not strict:
+        s = seq.translate(_DROP).upper().rstrip("*")
+        return s if s and _ANY_LETTER.fullmatch(s) else None
+    s = _SPACES.sub("", seq).rstrip("*").upper()
+    if not s:
+        raise InputError(None, f"{where}: empty sequence")
+    if not _USER_OK.fullmatch(s):
+        bad = sorted({c for c in s if c not in USER_AA})
+        raise InputError(None, f"{where}: not an amino-acid sequence (unexpected characters {''.join(bad)!r})")
+    return s
 
 
 def clean_text(text: str) -> str:

@@ -1,11 +1,12 @@
 """Streaming FASTA reader: UniProt headers (``>sp|P69905|HBA_HUMAN Name OS=... OX=... GN=...``) are parsed for
 accession, entry name, protein name, organism and gene; any other header gives its first word as the accession and
-the rest as the name."""
+the rest as the name. :func:`fasta_records` is the one FASTA parsing core: this reader and the user-input parser of
+:mod:`sepit.proteins` both split records with it."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sepit.errors import InputError
@@ -39,6 +40,26 @@ def parse_fasta_header(header: str) -> dict[str, str]:
     return out
 
 
+def fasta_records(lines: Iterable[str], not_fasta: Exception) -> Iterator[tuple[str, list[str]]]:
+    """``(header, lines)`` per FASTA record: the header without its ``>`` (and line end), the record's lines
+    stripped (blank and ``;`` lines included: callers decide what they mean). Blank and ``;`` lines (old-style
+    comments) before the first header are skipped; any other text there raises ``not_fasta``."""
+    header: str | None = None
+    chunks: list[str] = []
+    for line in lines:
+        if line.startswith(">"):
+            if header is not None:
+                yield header, chunks
+            header, chunks = line[1:].rstrip("\n"), []
+        elif header is None:
+            if line.strip() and not line.startswith(";"):
+                raise not_fasta
+        else:
+            chunks.append(line.strip())
+    if header is not None:
+        yield header, chunks
+
+
 def read_fasta(path: str | Path, skips: SkipLog | None = None) -> Iterator[ProteinEntry]:
     """Stream proteins of a FASTA file (plain/gz/xz). Records with an empty or non-amino-acid sequence are skipped.
 
@@ -47,30 +68,21 @@ def read_fasta(path: str | Path, skips: SkipLog | None = None) -> Iterator[Prote
     skips = skips if skips is not None else SkipLog()
     src = LineSource(path, skips)
     name = Path(path).name
-    header: str | None = None
-    chunks: list[str] = []
-    started = False
-    for line in src:
-        if line.startswith(">"):
-            if header is not None:
-                entry = _make(header, chunks, name, skips)
-                if entry is not None:
-                    yield entry
-            header, chunks, started = line[1:].rstrip("\n"), [], True
-        elif not started:
-            if line.strip() and not line.startswith(";"):  # ';' lines are old-style FASTA comments
-                raise InputError(path, "not a FASTA file (first line is not a '>' header)")
-        else:
-            chunks.append(line.strip())
-    if header is not None:
-        if src.truncated:  # the last record may be cut anywhere in its sequence
-            skips.add("entry cut by truncated input", f"{name}: {header[:40]}")
-        else:
-            entry = _make(header, chunks, name, skips)
+    last: tuple[str, list[str]] | None = None  # held back one record: only the last can be cut by a truncation
+    for record in fasta_records(src, InputError(path, "not a FASTA file (first line is not a '>' header)")):
+        if last is not None:
+            entry = _make(*last, name, skips)
             if entry is not None:
                 yield entry
-    if not started:
+        last = record
+    if last is None:
         raise InputError(path, "empty file" if src.lines == 0 else "no FASTA records")
+    if src.truncated:  # the last record may be cut anywhere in its sequence
+        skips.add("entry cut by truncated input", f"{name}: {last[0][:40]}")
+    else:
+        entry = _make(*last, name, skips)
+        if entry is not None:
+            yield entry
 
 
 def _make(header: str, chunks: list[str], source: str, skips: SkipLog) -> ProteinEntry | None:

@@ -99,8 +99,8 @@ def convert_metastudent(out: str | Path, dataset_dir: str | Path = DEFAULT_DIR, 
                         eval_from: str | Path | None = None,
                         skips: SkipLog | None = None, lines: dict[str, Iterator[str]] | None = None) -> dict[str, int]:
     """Write the merged 2014 table to ``out`` (gzip when it ends in ``.gz``; written atomically, rows sorted by
-    accession, so the file is the same on every run). Returns counts. ``eval_from`` None: the vendored marks. ``lines`` (tests) replaces the blastdbcmd dumps:
-    ontology (``MFO``/``BPO``/``CCO``) → its lines."""
+    accession, so the file is the same on every run). Returns counts. ``eval_from`` None: the vendored marks.
+    ``lines`` (tests) replaces the blastdbcmd dumps: ontology (``MFO``/``BPO``/``CCO``) → its lines."""
     skips = skips if skips is not None else SkipLog()
     dataset_dir = Path(dataset_dir)
     if lines is None and not dataset_dir.is_dir():

@@ -2,8 +2,8 @@
 
 Table (``sprot2014_go_50k.tsv[.xz]``, tab-separated with a header):
 ``accession, length, split, has_structure, human_gene_symbol, human_gene_name, human_EC, human_Pfam, GO_MF,
-GO_BP, GO_CC, sequence`` — list fields are ``;``-separated. Rows with ``split == "eval"`` are reserved for evaluation and come
-out with ``split_hint="eval"``.
+GO_BP, GO_CC, sequence`` — list fields are ``;``-separated. Rows with ``split == "eval"`` are reserved for evaluation
+and come out with ``split_hint="eval"``.
 """
 
 from __future__ import annotations

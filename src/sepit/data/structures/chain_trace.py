@@ -203,9 +203,12 @@ def parse_structure(path: str | Path, chain: str | None = None, model: int | Non
     header = _header(st)
     traces: list[ChainTrace] = []
     seen: dict[str, int] = {}
+    without_ca: list[str] = []  # chains with amino acids but no Cα to place them (e.g. a Cα-less or P-only model)
     for ch in st[idx]:
         tr = _trace(ch, header, path.name, idx)
         if tr is None:
+            if any(_is_protein_residue(r) is not None for r in ch) and ch.name not in without_ca:
+                without_ca.append(ch.name)
             continue
         if tr.chain in seen:  # same author id twice: concatenate in file order
             i = seen[tr.chain]
@@ -213,7 +216,11 @@ def parse_structure(path: str | Path, chain: str | None = None, model: int | Non
         else:
             seen[tr.chain] = len(traces)
             traces.append(tr)
+    if chain is not None and chain in without_ca and chain not in seen:
+        raise InputError(path, f"chain {chain!r} has amino acids but no Cα atoms")
     if not traces:
+        if without_ca:
+            raise InputError(path, f"no Cα atoms in the protein chain(s) {', '.join(map(repr, without_ca))}")
         raise InputError(path, "no protein chain (no amino-acid residues)")
     if chain is not None:
         picked = [t for t in traces if t.chain == chain]
