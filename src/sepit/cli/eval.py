@@ -45,10 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run, _extra_dest='args')
 
 
-def _run(args: argparse.Namespace) -> int:
+def _eval_config(path: str | None, overrides: list[str]):
+    """The eval config: ``--config`` YAML (or the defaults) with ``key=value`` overrides."""
     from sepit.config import from_dict, load_config
     from sepit.eval.config import EvalConfig
 
+    return load_config(path, EvalConfig, overrides) if path else from_dict(EvalConfig, {}, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.args[0] == "compare":
         from sepit.eval.report import compare_reports
 
@@ -74,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
             checkpoint = str(final)
         else:
             raise SepitError(f"{checkpoint}: not a sepit model directory (no sepit_config.json)")
-    cfg = load_config(args.config, EvalConfig, overrides) if args.config else from_dict(EvalConfig, {}, overrides)
+    cfg = _eval_config(args.config, overrides)
     others = {}
     for spec in args.other:
         if "=" not in spec:
@@ -96,14 +101,11 @@ def _run(args: argparse.Namespace) -> int:
 
 def _questions(args: argparse.Namespace, positional: list[str], overrides: list[str]) -> int:
     """``sepit eval questions FILE.jsonl MODEL -o OUT``: score a model on the user's own questions."""
-    from sepit.config import from_dict, load_config
-    from sepit.eval.config import EvalConfig
-
     if len(positional) != 2:
         raise SepitError("usage: sepit eval questions FILE.jsonl MODEL -o OUT [key=value ...]")
     if not args.out:
         raise SepitError("-o/--out OUT_DIR is required")
-    cfg = load_config(args.config, EvalConfig, overrides) if args.config else from_dict(EvalConfig, {}, overrides)
+    cfg = _eval_config(args.config, overrides)
     from sepit.api import load
     from sepit.eval.questions import read_questions, score_questions
     from sepit.eval.report import print_main_table

@@ -49,7 +49,7 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if is_initialized():
         dist.barrier()
 
 
@@ -97,11 +97,9 @@ def stop_together(leave: bool) -> None:
     """Called by every process once all have agreed to stop (:func:`any_rank`): wait at a barrier until all are
     here, so that none exits while another still has a collective in flight to it, then leave the group if
     ``leave`` (a group the caller joined is the caller's to leave)."""
-    if not is_initialized():
-        return
-    dist.barrier()
+    barrier()
     if leave:
-        dist.destroy_process_group()
+        cleanup()
 
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
