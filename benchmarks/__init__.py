@@ -42,7 +42,10 @@ BENCHMARKS: dict[str, str] = {
     "structures": "benchmarks.bench_structures",
     "scaling": "benchmarks.bench_scaling",
     "data": "benchmarks/bench_data.py",
+    "train_precision": "benchmarks.bench_train_precision",
 }
+#: Benchmarks that run only when named (``python -m benchmarks train_precision``), not in the default set.
+OPT_IN: tuple[str, ...] = ("train_precision",)
 
 
 # ---- results -------------------------------------------------------------------------------------------------------

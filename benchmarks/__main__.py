@@ -5,6 +5,7 @@
     python -m benchmarks --quick                  # shorter: fewer batches, rounds and lengths
     python -m benchmarks --threads 1              # torch threads (1 is steadier on a machine shared with other work)
     python -m benchmarks tokens --peak-tflops 989 # also MFU of stage-1 training against that peak (GPU)
+    python -m benchmarks train_precision --threads 1  # fp32 vs bf16 autocast (and LoRA) training steps (opt-in)
 
 Each benchmark runs sepit's approach and the reference in the same process, alternating, and reports the ratio of
 medians (or totals over the same inputs) plus absolute figures and peak memory. A failing benchmark is reported
@@ -27,7 +28,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import BENCHMARKS, REPO, RESULTS_DIR, Result, machine_info, machine_slug, say, today
+from benchmarks import BENCHMARKS, OPT_IN, REPO, RESULTS_DIR, Result, machine_info, machine_slug, say, today
 
 
 def run_data_script(quick: bool) -> Result:
@@ -52,7 +53,7 @@ def run_one(name: str, args: argparse.Namespace, plot_path: Path | None) -> Resu
         return run_data_script(args.quick)
     mod = importlib.import_module(BENCHMARKS[name])
     kw: dict[str, Any] = {"quick": args.quick}
-    if name in ("tokens", "stage2_cache", "inference", "scaling") and args.device:
+    if name in ("tokens", "stage2_cache", "inference", "scaling", "train_precision") and args.device:
         kw["device"] = args.device
     if name == "tokens" and args.peak_tflops:
         kw["peak_tflops"] = args.peak_tflops
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", metavar="NAME",
-                    help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+                    help=f"benchmarks to run (default: all of {', '.join(n for n in BENCHMARKS if n not in OPT_IN)}; "
+                         f"only when named: {', '.join(OPT_IN)})")
     ap.add_argument("--quick", action="store_true", help="a much shorter run")
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in args.names if n not in have]
     if missing:
         ap.error(f"{', '.join(missing)}: its script is not in this checkout")
-    names = args.names or have
+    names = args.names or [n for n in have if n not in OPT_IN]
 
     os.environ.setdefault("SEPIT_NO_PROGRESS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine_info()
-    stem = f"{machine_slug(info)}-{today()}{'-quick' if args.quick else ''}"
-    plot = None if args.no_write else args.results_dir / f"{stem}-scaling.png"
+    # a named subset gets its own file (…-inference.json), so it never replaces the whole set's results of the day
+    stem = (f"{machine_slug(info)}-{today()}{'-quick' if args.quick else ''}"
+            + (f"-{'-'.join(args.names)}" if args.names else ""))
+    plot = None if args.no_write else args.results_dir / f"{stem}{'' if args.names else '-scaling'}.png"
     say(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
         f"GPU {info['gpu'] or 'none'}; running {', '.join(names)}{' (quick)' if args.quick else ''}")
     results: dict[str, Any] = {}

@@ -86,8 +86,9 @@ def built(tmp_path_factory, small_table):
 
 def test_layout_and_manifest_match_the_files(built) -> None:
     out, m = built
-    assert sorted(p.name for p in out.iterdir()) == ["fasta", "manifest.json", "proteins.jsonl", "records",
-                                                      "structures.npz"]
+    assert sorted(p.name for p in out.iterdir()) == ["fasta", "index", "manifest.json", "proteins.jsonl",
+                                                      "records", "structures.npz"]
+    assert m["files"]["index"] == "index" and (out / "index" / "index.json").is_file()  # the training split's
     assert json.loads((out / "manifest.json").read_text()) == m
     assert m["format"] == "sepit-instructions" and m["seed"] == 0 and m["identity_thresholds"] == [0.3, 0.5]
     assert {s["role"] for s in m["sources"]} >= {"proteins", "go_terms", "human", "structure_store"}

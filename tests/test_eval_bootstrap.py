@@ -81,3 +81,57 @@ def test_intervals_reach_the_report() -> None:
     md = report_markdown({"meta": {}, "systems": systems})
     assert "## 95% intervals (bootstrap over test proteins)" in md
     assert "| model | 66.67 [" in md and "Δ y/n acc vs nearest homolog" in md and "BLEU-2" not in md
+
+
+def _open_rows(bleu: list[float]) -> list[dict]:
+    return [{"id": f"i{k}", "protein_id": f"p{k // 3}", "kind": "open", "metrics": {"bleu2": b}}
+            for k, b in enumerate(bleu)]
+
+
+def test_paired_differences_to_every_baseline() -> None:
+    """model = top-k vote + 7 on every item → Δ 7 with an interval tight around it; a copy of the top-k vote →
+    Δ 0 exactly; noise of mean zero → an interval that contains 0; each difference also to the nearest homolog."""
+    rng = np.random.default_rng(5)
+    vote = rng.uniform(0, 60, 120)
+    systems = {
+        "model": {"items": _open_rows(list(vote + 7.0))},
+        "model (no homologs)": {"items": _open_rows(list(vote))},
+        "model (no structure)": {"items": _open_rows(list(vote + rng.normal(0, 5, 120)))},
+        "nearest homolog": {"items": _open_rows(list(rng.uniform(0, 60, 120)))},
+        "top-k vote": {"items": _open_rows(list(vote))},
+    }
+    for s in systems.values():
+        s["overall"] = {"bleu2": float(np.mean([r["metrics"]["bleu2"] for r in s["items"]]))}
+    add_intervals(systems, n_boot=400)
+    vs = systems["model"]["vs_baselines"]
+    assert list(vs) == ["nearest homolog", "top-k vote"]
+    assert vs["top-k vote"]["bleu2"]["diff"] == pytest.approx(7.0)
+    assert vs["top-k vote"]["bleu2"]["ci"] == pytest.approx([7.0, 7.0])
+    assert systems["model (no homologs)"]["vs_baselines"]["top-k vote"]["bleu2"] == {"diff": 0.0, "ci": [0.0, 0.0]}
+    lo, hi = systems["model (no structure)"]["vs_baselines"]["top-k vote"]["bleu2"]["ci"]
+    assert lo < 0 < hi and hi - lo < 4.0  # paired: far tighter than either system's own interval (~±3.1 each)
+    # the baselines are compared with each other, never with themselves
+    assert list(systems["top-k vote"]["vs_baselines"]) == ["nearest homolog"]
+    assert list(systems["nearest homolog"]["vs_baselines"]) == ["top-k vote"]
+    # the older key stays: the nearest homolog's differences, for every system but the nearest homolog
+    assert systems["model"]["vs_baseline"] == {"baseline": "nearest homolog", **vs["nearest homolog"]}
+    assert "vs_baseline" not in systems["nearest homolog"] and "vs_baseline" in systems["top-k vote"]
+    # the same resamples as paired_differences on its own
+    alone = paired_differences(systems["model"]["items"], systems["nearest homolog"]["items"], n_boot=400)
+    assert vs["nearest homolog"]["bleu2"]["ci"] == pytest.approx(list(alone["bleu2"]["ci"]))
+    md = report_markdown({"meta": {}, "systems": systems})
+    assert "### Paired difference to nearest homolog" in md and "### Paired difference to top-k vote" in md
+    assert "| model | +7.00 [+7.00, +7.00] |" in md
+
+
+def test_only_the_top_k_vote_present_and_mismatched_items() -> None:
+    systems = {"model": {"items": _open_rows([10.0] * 6)}, "top-k vote": {"items": _open_rows([4.0] * 6)}}
+    add_intervals(systems, n_boot=50)
+    assert systems["model"]["vs_baseline"]["baseline"] == "top-k vote"
+    assert systems["model"]["vs_baselines"]["top-k vote"]["bleu2"]["diff"] == pytest.approx(6.0)
+    no_base = {"model": {"items": _open_rows([10.0] * 6)}, "other": {"items": _open_rows([1.0] * 3)}}
+    add_intervals(no_base, n_boot=50)  # no baseline: intervals only, items may differ
+    assert "vs_baselines" not in no_base["model"] and no_base["other"]["intervals"]["bleu2"] == [1.0, 1.0]
+    bad = {"model": {"items": _open_rows([10.0] * 6)}, "top-k vote": {"items": _open_rows([4.0] * 3)}}
+    with pytest.raises(ValueError, match="same items"):
+        add_intervals(bad, n_boot=50)

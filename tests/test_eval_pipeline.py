@@ -96,7 +96,7 @@ def test_checkpoint_and_nearest_homolog_with_mmseqs(tmp_path):
     cfg = from_dict(EvalConfig, {**CFG, "generation": {"max_new_tokens": 3}})
     res = evaluate_dataset(cfg, _dataset_dir(tmp_path, with_identity=False), tmp_path / "out", checkpoint=ckpt,
                            dataset=FakeDataset())
-    assert list(res["systems"]) == ["model", "prior", "nearest homolog"]  # no structure → no ablation run
+    assert list(res["systems"]) == ["model", "prior", "nearest homolog", "top-k vote"]  # no structure → no ablation
     homolog = res["systems"]["nearest homolog"]
     # P1 differs from T1 at one residue of 225 → identity ≈ 99.6% (filled in from the search)
     assert list(homolog["by_identity"]) == ["≥90%"]

@@ -10,7 +10,7 @@ import pytest
 from sepit.config import from_dict
 from sepit.eval.config import EvalConfig
 from sepit.eval.items import items_from_records
-from sepit.eval.run import MODEL, MODEL_NO_STRUCTURE, NEAREST_HOMOLOG, PRIOR, evaluate, select_items
+from sepit.eval.run import MODEL, MODEL_NO_STRUCTURE, NEAREST_HOMOLOG, PRIOR, TOPK_VOTE, evaluate, select_items
 from sepit.tools.mmseqs import Hit
 
 SEQS = {"P1": "MKTAYIAKQRQISFVKSHFSRQ", "P2": "MKVLAAGIVGLLLA", "T1": "MKTAYIAKQRQISFVKSHFSRE"}
@@ -46,7 +46,23 @@ def tiny_model():
 def test_select_items():
     items = items_from_records(TEST)
     cfg = from_dict(EvalConfig, {"kinds": ["yesno"], "limit": 1})
-    assert [it.id for it in select_items(items, cfg)] == ["P1/go_cc/yesno/1"]
+    picked = [it.id for it in select_items(items, cfg)]
+    assert len(picked) == 1 and picked == [it.id for it in select_items(items, cfg)]  # deterministic
+    assert picked[0] in {"P1/go_cc/yesno/1", "P2/go_cc/yesno/1"}
+
+
+def test_select_items_per_kind_keeps_yes_no_pairs_whole():
+    recs = [rec(f"P{p}", t, "yesno", f"Is it {v}?", a, "test", i)
+            for p in range(20) for t in ("go_cc", "go_mf") for i, (v, a) in enumerate([("x", "Yes."), ("y", "No.")])]
+    recs += [rec(f"P{p}", "go_cc", "open", "Where is it?", "Nucleus.", "test") for p in range(20)]
+    cfg = from_dict(EvalConfig, {"limits": {"yesno": 30, "open": 7}})
+    got = select_items(items_from_records(recs), cfg)
+    yn = [it for it in got if it.kind == "yesno"]
+    assert len(yn) == 30 and sum(it.id.endswith("/0") for it in yn) == 15  # 15 whole (yes, no) pairs
+    assert len([it for it in got if it.kind == "open"]) == 7
+    assert len({it.protein_id for it in yn}) > 5  # spread over proteins, not the first ones
+    with pytest.raises(Exception, match="limits"):
+        from_dict(EvalConfig, {"limits": {"maybe": 3}})
 
 
 def test_evaluate_end_to_end_and_resume(tiny_model, tmp_path):
@@ -66,8 +82,9 @@ def test_evaluate_end_to_end_and_resume(tiny_model, tmp_path):
         kwargs = dict(out_dir=tmp_path, model=tiny_model, proteins=lookup, train_records=TRAIN,
                       hits={"P1": [Hit("P1", "T1", 0.95)]}, meta={"checkpoint": "tiny", "dataset": "inline"})
         res = evaluate(cfg, items, **kwargs)
-        assert list(res["systems"]) == [MODEL, MODEL_NO_STRUCTURE, PRIOR, NEAREST_HOMOLOG]
-        assert len(calls) == 4  # 3 items in batches of 2, for each of the two model runs
+        assert list(res["systems"]) == [MODEL, MODEL_NO_STRUCTURE, PRIOR, NEAREST_HOMOLOG, TOPK_VOTE]
+        # yes/no items are scored by likelihood alone: one decoding call per model run, for the open item
+        assert calls == [[1], [1]]
         preds = [json.loads(x) for x in (tmp_path / "predictions" / "model.jsonl").read_text().splitlines()[1:]]
         assert len(preds) == 3
         assert all(0.0 <= p["p_yes"] <= 1.0 for p in preds if "yesno" in p["id"])

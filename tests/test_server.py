@@ -11,8 +11,10 @@ import time
 from dataclasses import replace
 
 import httpx
+import numpy as np
 import pytest
 from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE
+from _two_chains import pdb_text
 from fastapi.testclient import TestClient
 
 import sepit
@@ -107,6 +109,20 @@ def test_parse_lists_chains(client) -> None:
     assert p["id"] == "x:A" and p["sequence"].startswith("TTCCPS")
 
 
+def test_a_complex_defaults_to_its_longest_chain(client) -> None:
+    """Short chain A first, longer chain B second: parse lists both in file order and names B as the default, which
+    ask uses unless a chain is named (the page preselects the same one)."""
+    two = {"filename": "two.pdb", "content_base64": base64.b64encode(pdb_text().encode()).decode()}
+    r = client.post("/v1/parse", json={"structure": two}).json()
+    assert [p["id"] for p in r["proteins"]] == ["two:A", "two:B"] and r["default"] == 1
+    assert client.post("/v1/parse", json={"structure": two, "chain": "A"}).json()["default"] == 0
+    assert ask(client, structure=two, max_new_tokens=2).json()["protein"]["id"] == "two:B"
+    assert ask(client, structure=two, chain="A", max_new_tokens=2).json()["protein"]["id"] == "two:A"
+    r = client.post("/v1/ask/upload", files={"file": ("two.pdb", pdb_text().encode())},
+                    data={"question": QUESTION, "max_new_tokens": "2"})
+    assert r.json()["protein"]["id"] == "two:B"
+
+
 def test_annotate_a_small_batch(client) -> None:
     r = client.post("/v1/annotate", json={"proteins": [{"sequence": SEQUENCE},
                                                        {"structure": {"filename": "c.cif.gz",
@@ -115,6 +131,67 @@ def test_annotate_a_small_batch(client) -> None:
     assert r.status_code == 200, r.text
     a, b = r.json()["results"]
     assert a["answers"] == {"function": ANSWER} and 0 <= a["yes_no"]["is_enzyme"] <= 1 and b["has_structure"]
+
+
+# ---- provenance: the homologs in the model's prompt ------------------------------------------------------------
+
+HOMOLOGS = [{"id": "P69905", "identity": np.float32(0.5), "coverage": 0.875, "evalue": 1e-30,
+             "annotation": "Hemoglobin subunit alpha <b>oxygen transport</b>"},
+            {"id": "UniRef50_X", "identity": 0.25, "coverage": None, "evalue": float("inf"), "annotation": ""}]
+
+
+class WithHomologs(ProteinQA):
+    """The real model, as if it retrieved homologs (``found``) into its prompt; records what it was asked and which
+    prompts it built (the server must answer with the model's own prompt, the one the homologs went into)."""
+
+    def __init__(self, qa: ProteinQA, found: list | None) -> None:
+        super().__init__(qa.model, name="with-homologs")
+        self.found, self.calls, self.prompts = found, [], []
+
+    def homologs(self, protein, question):
+        self.calls.append((protein.id, question))
+        return self.found
+
+    def conversations(self, proteins, questions, histories=None):
+        self.prompts.append(list(questions))
+        return super().conversations(proteins, questions, histories)
+
+
+class WithoutHomologs(ProteinQA):
+    homologs = None  # as if ProteinQA had no homologs method (a model without retrieval)
+
+
+def test_ask_reports_the_homologs_in_the_prompt(qa) -> None:
+    fake = WithHomologs(qa, HOMOLOGS)
+    with TestClient(asgi_app(fake)) as c:
+        r = ask(c, sequence=SEQUENCE)
+        assert r.status_code == 200, r.text
+        assert r.json()["answer"] == ANSWER
+        assert r.json()["homologs"] == [
+            {"id": "P69905", "identity": 0.5, "coverage": 0.875, "evalue": 1e-30,
+             "annotation": "Hemoglobin subunit alpha <b>oxygen transport</b>"},
+            {"id": "UniRef50_X", "identity": 0.25, "coverage": None, "evalue": None, "annotation": ""}]
+        assert fake.calls == [("query", QUESTION)] and fake.prompts == [[QUESTION]]
+        events = sse_events(c.post("/v1/ask", json={"sequence": SEQUENCE, "question": QUESTION, "stream": True,
+                                                     "max_new_tokens": 24}).text)
+        kinds = [k for k, _ in events]
+        assert kinds[:2] == ["start", "homologs"] and kinds[-1] == "done" and kinds.count("homologs") == 1
+        assert events[1][1] == {"homologs": r.json()["homologs"]}
+        assert events[-1][1]["answer"] == ANSWER
+
+        fake.found = []  # retrieval on, no hits: an empty list, not an absent field
+        assert ask(c, sequence=SEQUENCE).json()["homologs"] == []
+
+
+@pytest.mark.parametrize("make", [lambda qa: WithHomologs(qa, None), lambda qa: WithoutHomologs(qa.model)],
+                         ids=["returns-None", "no-method"])
+def test_no_homolog_context_means_no_field(qa, make) -> None:
+    with TestClient(asgi_app(make(qa))) as c:
+        r = ask(c, sequence=SEQUENCE)
+        assert r.status_code == 200 and r.json()["answer"] == ANSWER and "homologs" not in r.json()
+        events = sse_events(c.post("/v1/ask", json={"sequence": SEQUENCE, "question": QUESTION, "stream": True,
+                                                     "max_new_tokens": 24}).text)
+        assert "homologs" not in [k for k, _ in events] and events[-1][0] == "done"
 
 
 # ---- invalid and oversize input -------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from sepit.config import read_yaml
 from sepit.errors import ConfigError, GenerationStopped, InputError
 from sepit.log import get_logger, progress
 from sepit.paths import resources_dir
-from sepit.proteins import Protein, conversation, input_files, read_proteins
+from sepit.proteins import Protein, input_files, read_proteins
 
 log = get_logger(__name__)
 
@@ -78,7 +78,8 @@ def annotate_proteins(qa: Any, proteins: Sequence[Protein], questions: Sequence[
         if should_stop is not None and should_stop():
             raise GenerationStopped("annotation stopped before it finished")
         chunk = pairs[s:s + batch_size]
-        texts += qa.generate([proteins[i] for i, _ in chunk], [conversation(q.question) for _, q in chunk],
+        prots = [proteins[i] for i, _ in chunk]
+        texts += qa.generate(prots, qa.conversations(prots, [q.question for _, q in chunk]),
                              max_new_tokens=max_new_tokens, should_stop=should_stop)
     probs: list[float] = []
     ypairs = [(i, q) for i in range(len(proteins)) for q in yesnos]
@@ -92,6 +93,9 @@ def annotate_proteins(qa: Any, proteins: Sequence[Protein], questions: Sequence[
             "answers": {q.key: texts[k] for k, (j, q) in enumerate(pairs) if j == i},
             "yes_no": {q.key: round(float(probs[k]), 4) for k, (j, q) in enumerate(ypairs) if j == i},
         })
+        homologs = qa.homologs(p) if hasattr(qa, "homologs") else None
+        if homologs is not None:  # provenance: the reference proteins whose annotations were in the prompts
+            rows[-1]["homologs"] = homologs
     return rows
 
 

@@ -89,11 +89,39 @@ class _Stop(Exception):
 class ProteinQA:
     """A loaded SEPIT model with a question-answering interface (see the module docstring)."""
 
-    def __init__(self, model: Any, *, name: str = "", max_sequence_length: int | None = None) -> None:
+    def __init__(self, model: Any, *, name: str = "", max_sequence_length: int | None = None,
+                 retriever: Any = None) -> None:
         self.model = model
         self.name = name
         proc = getattr(model, "processor", None)
         self.max_sequence_length = max_sequence_length or getattr(proc, "max_residues", None)
+        self.retriever = retriever  # a sepit.retrieval.retriever.Retriever: homolog context in every prompt
+
+    # the prompts
+    def conversations(self, proteins: Sequence[Protein], questions: Sequence[str],
+                      histories: Sequence[Sequence[dict[str, str]]] | None = None) -> list[list[dict[str, str]]]:
+        """The chat messages for question ``i`` about protein ``i``: with the model's homolog context (one
+        batched search for all proteins) when it has a retriever, else the paper's prompt."""
+        if len(proteins) != len(questions):
+            raise SepitError(f"{len(proteins)} proteins but {len(questions)} questions")
+        hist = histories if histories is not None else [()] * len(questions)
+        contexts = [""] * len(questions)
+        if self.retriever is not None and proteins:
+            from sepit.retrieval.context import question_task
+
+            contexts = self.retriever.contexts(list(proteins), [question_task(q) for q in questions])
+        return [conversation(q, h, c) for q, h, c in zip(questions, hist, contexts)]
+
+    def homologs(self, protein: Any, question: str = "") -> list[dict[str, Any]] | None:
+        """The retrieved homologs the model sees with ``question`` about ``protein`` (provenance: ``id``,
+        ``identity`` and ``coverage`` fractions, ``evalue``, ``annotation`` for the question's task); None when the
+        model runs without homolog context."""
+        if self.retriever is None:
+            return None
+        from sepit.retrieval.context import question_task
+
+        p = protein if isinstance(protein, Protein) else protein_from(protein)
+        return [h.to_json() for h in self.retriever.homologs([p], [question_task(question)])[0]]
 
     # one path for every answer
     def generate(self, proteins: Sequence[Protein], conversations: Sequence[list[dict[str, str]]], *,
@@ -154,7 +182,7 @@ class ProteinQA:
             history: Sequence[dict[str, str]] = ()) -> str | Iterator[str]:
         """Answer one question; with ``stream=True`` an iterator of text pieces as they are generated."""
         p = protein_from(protein, chain)
-        conv = conversation(question, history)
+        conv = self.conversations([p], [question], [history])[0]
         if stream:
             return self._stream(p, conv, max_new_tokens=max_new_tokens, temperature=temperature)
         return self.generate([p], [conv], max_new_tokens=max_new_tokens, temperature=temperature)[0]
@@ -167,7 +195,8 @@ class ProteinQA:
         ps = [protein_from(p) for p in proteins]
         out: list[str] = []
         for s in range(0, len(ps), batch_size):
-            out += self.generate(ps[s:s + batch_size], [conversation(q) for q in questions[s:s + batch_size]],
+            chunk = ps[s:s + batch_size]
+            out += self.generate(chunk, self.conversations(chunk, questions[s:s + batch_size]),
                                  max_new_tokens=max_new_tokens, temperature=temperature)
         return out
 
@@ -183,7 +212,7 @@ class ProteinQA:
             return []
         ps = [protein_from(p) for p in proteins]
         m = self.model
-        batch = m.to_device(m.processor([conversation(q) for q in questions], [[_model_input(p)] for p in ps],
+        batch = m.to_device(m.processor(self.conversations(ps, questions), [[_model_input(p)] for p in ps],
                                         add_generation_prompt=True))
         return [float(x) for x in m.yes_no_probability(batch).tolist()]
 
@@ -195,7 +224,8 @@ class ProteinQA:
         if len(options) < 2 or any(not str(o).strip() for o in options):
             raise InputError(None, "choose needs at least two non-empty options")
         p = _model_input(protein_from(protein, chain))
-        convs = [[*conversation(question), {"role": "assistant", "content": str(o).strip()}] for o in options]
+        prompt = self.conversations([p], [question])[0]
+        convs = [[*prompt, {"role": "assistant", "content": str(o).strip()}] for o in options]
         m = self.model
         batch = m.to_device(m.processor(convs, [[p] for _ in options]))
         return [float(x) for x in m.answer_log_likelihood(batch).tolist()]
@@ -241,11 +271,16 @@ def _model_input(p: Protein) -> Protein:
     return p if p.has_structure else p.without_structure()
 
 
-def load(path: str | Path | None = None, *, device: str | None = None, precision: str = "auto") -> ProteinQA:
+def load(path: str | Path | None = None, *, device: str | None = None, precision: str = "auto",
+         index: str | Path | None = None, retrieval: bool = True) -> ProteinQA:
     """Load a trained model directory (default: the model `sepit demo` registered) for asking questions, on
     ``device`` (default: CUDA when available, else CPU) in ``precision``: ``auto`` (bf16 where the hardware runs it
     natively — CUDA with bf16, CPUs with AMX / AVX512-BF16 — else fp32), ``fp32`` or ``bf16``; never fp16.
-    A bad precision is a one-line ConfigError."""
+    A bad precision is a one-line ConfigError.
+
+    A model trained with homolog context (``retrieval.enabled`` in its config) searches its own index
+    (``DIR/retrieval``) with the settings it was trained with; ``index`` swaps in another (e.g. a bigger one from
+    ``sepit index build``); ``retrieval=False`` asks with the paper's prompt (the ablation)."""
     from sepit.precisions import check_precision
 
     check_precision(precision)
@@ -256,4 +291,23 @@ def load(path: str | Path | None = None, *, device: str | None = None, precision
 
     model = load_model(d, device=device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to_precision(precision).eval()
-    return ProteinQA(model, name=str(d))
+    return ProteinQA(model, name=str(d), retriever=model_retriever(model, d, index=index, retrieval=retrieval))
+
+
+def model_retriever(model: Any, where: str | Path, *, index: str | Path | None = None, retrieval: bool = True
+                    ) -> Any:
+    """The retriever a loaded model asks with: None for the paper's prompt (a model trained without homolog
+    context, or ``retrieval=False``); else its own index or ``index``, with its training settings."""
+    rc = model.config.retrieval
+    if not rc.enabled or not retrieval:
+        if index is not None and retrieval:
+            log.warning("%s was trained without homolog context: the index %s is not used", where, index)
+        return None
+    from sepit.retrieval.index import RetrievalIndex
+    from sepit.retrieval.retriever import Retriever
+
+    path = index if index is not None else model.retrieval_index
+    if path is None:
+        raise SepitError(f"{where}: the model was trained with homolog context but has no retrieval index "
+                         "(retrieval/): pass one (--index DIR) or ask without it (--no-retrieval)")
+    return Retriever(RetrievalIndex.load(path), rc)

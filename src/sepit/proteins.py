@@ -4,6 +4,7 @@
     p = protein_from(">sp|P69905|HBA_HUMAN ...\\nMVLSPADK...")  # FASTA text (its first record)
     p = protein_from("1abc.cif.gz", chain="B")                 # a FASTA or structure file (PDB / mmCIF / AlphaFold)
     ps = protein_from_upload(data, "x.pdb.gz")                 # the bytes of an uploaded file
+    p = default_protein(ps)        # no chain named: a structure's longest chain, a FASTA file's first record
     ps = read_proteins("structures/")                          # every protein of a file or a folder
     q = as_protein(entry)          # a record (ProteinEntry, a mapping, ...) → a checked Protein, for the model
     msgs = conversation("What does it do?")                    # the chat messages that go with it
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sepit.data.instructions.record import PROTEIN_MARKER, protein_turn
+from sepit.data.instructions.record import PROTEIN_MARKER, protein_turn, with_context
 from sepit.data.readers._text import USER_AA, clean_sequence
 from sepit.errors import InputError, UploadTooLarge
 from sepit.log import get_logger
@@ -33,9 +34,9 @@ from sepit.log import get_logger
 log = get_logger(__name__)
 
 __all__ = ["FASTA_SUFFIXES", "PROTEIN_MARKER", "STRUCTURE_SUFFIXES", "USER_AA", "Protein", "as_protein",
-           "clean_sequence", "conversation", "input_files", "is_fasta_path", "is_structure_path", "parse_fasta_text",
-           "protein_from", "protein_from_sequence", "protein_from_upload", "protein_turn", "read_fasta_file",
-           "read_proteins", "read_structure_file"]
+           "clean_sequence", "conversation", "default_protein", "input_files", "is_fasta_path", "is_structure_path",
+           "parse_fasta_text", "protein_from", "protein_from_sequence", "protein_from_upload", "protein_turn",
+           "read_fasta_file", "read_proteins", "read_structure_file"]
 
 FASTA_SUFFIXES = (".fasta", ".fa", ".faa", ".fas", ".fna", ".seq")
 STRUCTURE_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif", ".pdb1")
@@ -194,7 +195,8 @@ def read_structure_file(path: str | Path, chain: str | None = None, *, name: str
     """Protein chains of a PDB / mmCIF / AlphaFold file (plain or gzipped) with their Cα traces.
 
     ``chain`` selects one chain (an InputError lists the chains when it is absent); ``name`` replaces the file stem
-    in the ids (``<name>:<chain>``).
+    in the ids (``<name>:<chain>``). All chains come back in file order; :func:`default_protein` picks the one to use
+    when no chain was named.
     """
     from sepit.data.structures import parse_structure
 
@@ -242,15 +244,13 @@ def protein_from(protein: Any, chain: str | None = None) -> Protein:
     """Turn what a user passes (sequence, FASTA record, file path, ``Protein``, a record with ``sequence``) into one
     :class:`Protein`.
 
-    A file with several chains or records gives its first one unless ``chain`` picks a chain.
+    A structure file with several protein chains gives its longest unless ``chain`` picks one; a FASTA file or a
+    folder gives its first record (see :func:`default_protein`).
     """
     if isinstance(protein, Protein):
         return protein
     if isinstance(protein, Path) or (isinstance(protein, str) and "\n" not in protein and os.path.isfile(protein)):
-        found = read_proteins(Path(protein), chain)
-        if len(found) > 1:
-            log.info("%s holds %d proteins; using the first (%s)", protein, len(found), found[0].id)
-        return found[0]
+        return default_protein(read_proteins(Path(protein), chain), str(protein))
     if isinstance(protein, str):
         text = protein.strip()
         if text.startswith(">"):
@@ -267,6 +267,33 @@ def protein_from(protein: Any, chain: str | None = None) -> Protein:
         return Protein(clean_sequence(seq, strict=True, where=pid), id=pid)
     raise InputError(None, f"cannot read a protein from a {type(protein).__name__}: pass a sequence, a FASTA "
                            "record, a FASTA/structure file path or a sepit.proteins.Protein")
+
+
+def default_protein(found: Sequence[Protein], where: str = "") -> Protein:
+    """The one protein an input holding several stands for when the user named no chain or record.
+
+    The chains of one structure file (proteins with coordinates, all from one source): the longest, the first in
+    file order among equally long ones — a complex's main chain, not a light chain or a bound peptide that happens
+    to come first (thrombin 1a4w: the 259-residue heavy chain H, not the 26-residue light chain L). Anything else
+    (FASTA records, a folder's files): the first. Logs which one it took and that ``chain=`` / ``--chain`` picks
+    another. The API, the CLI and the server all choose through here.
+    """
+    if not found:
+        raise InputError(where or None, "no protein found")
+    if len(found) == 1:
+        return found[0]
+    if not (all(p.coords is not None for p in found) and len({p.source for p in found}) == 1):
+        log.info("%s holds %d proteins; using the first (%s)", where, len(found), found[0].id)
+        return found[0]
+    best = max(found, key=len)  # max keeps the first of equal maxima: ties go to file order
+    chains = ", ".join(f"{_chain_of(p)} {len(p)} aa" for p in found)
+    log.info("%s has %d protein chains (%s); using the longest, chain %s (chain=... / --chain picks another)",
+             where, len(found), chains, _chain_of(best))
+    return best
+
+
+def _chain_of(p: Protein) -> str:
+    return p.id.rsplit(":", 1)[-1]
 
 
 def protein_from_upload(data: bytes, filename: str, chain: str | None = None, *,
@@ -309,9 +336,10 @@ def _gunzip_capped(data: bytes, limit: int, label: str) -> bytes:
 
 # --- the question that goes with a protein -----------------------------------------------------------------------
 
-def conversation(question: str, history: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
+def conversation(question: str, history: Sequence[dict[str, str]] = (), context: str = "") -> list[dict[str, str]]:
     """Chat messages for a question about one protein: ``history`` (earlier user / assistant turns, oldest first),
-    then the question; the protein marker goes in the first user turn. One-line InputErrors for an empty question,
+    then the question; the protein marker goes in the first user turn, followed by ``context`` (the homolog block
+    of :mod:`sepit.retrieval`, when the model uses one). One-line InputErrors for an empty question,
     a wrong role or a ``<protein>`` typed by the user."""
     question = question.strip()
     if not question:
@@ -326,5 +354,5 @@ def conversation(question: str, history: Sequence[dict[str, str]] = ()) -> list[
         raise InputError(None, "question: '<protein>' is reserved for the protein's place")
     msgs.append({"role": "user", "content": question})
     first = next(i for i, m in enumerate(msgs) if m["role"] == "user")
-    msgs[first] = {"role": "user", "content": protein_turn(msgs[first]["content"])}
+    msgs[first] = {"role": "user", "content": with_context(protein_turn(msgs[first]["content"]), context)}
     return msgs

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sepit.cli.ask",
     "sepit.cli.serve",
     "sepit.cli.data",
+    "sepit.cli.index",
 )
 
 EPILOG = """examples:

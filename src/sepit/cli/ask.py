@@ -13,6 +13,8 @@ ASK_EPILOG = """example:
   sepit ask --sequence MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHF "Is this protein an enzyme?" --yes-no
   sepit ask --fasta proteins.fasta --record P69905          # no question: an interactive chat (empty line ends)
   sepit ask --sequence MVLSPADKTNVKAAW "What does it do?" --precision fp32   # default auto: bf16 where supported
+  sepit ask --fasta p.fasta "Where is this protein located?" --verbose    # + the homologs put in the prompt
+  sepit ask --fasta p.fasta "Where is this protein located?" --no-retrieval   # the paper's prompt (ablation)
 Without --model the trained default model registered by `sepit demo` is used."""
 
 ANNOTATE_EPILOG = """example:
@@ -29,6 +31,15 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="weights' precision: auto (default) = bf16 where the hardware runs it natively (CUDA with "
                         "bf16, CPUs with AMX / AVX512-BF16), else fp32")
     p.add_argument("--max-new-tokens", type=int, default=128, metavar="N", help="answer length cap (default 128)")
+    retrieval_args(p)
+
+
+def retrieval_args(p: argparse.ArgumentParser) -> None:
+    """``--index DIR`` and ``--no-retrieval``: the homolog context of a model trained with it."""
+    p.add_argument("--index", metavar="DIR", help="retrieval index to search for homolog context instead of the "
+                                                 "model's own (e.g. a bigger one from `sepit index build`)")
+    p.add_argument("--no-retrieval", action="store_true",
+                   help="ask without homolog context (the paper's prompt: protein + question), an ablation")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,12 +49,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--sequence", help="amino-acid sequence")
     src.add_argument("--fasta", metavar="FILE", help="FASTA file (first record, or --record ID)")
     src.add_argument("--structure", metavar="FILE", help="PDB / mmCIF / AlphaFold file, plain or gzipped")
-    p.add_argument("--chain", help="chain of --structure (default: the first protein chain)")
+    p.add_argument("--chain", help="chain of --structure (default: the longest protein chain)")
     p.add_argument("--record", metavar="ID", help="record of --fasta to use (default: the first)")
     p.add_argument("question", nargs="?", help="the question; omit for an interactive chat")
     _model_args(p)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); higher = more varied")
     p.add_argument("--yes-no", action="store_true", help="print P(yes) for a yes/no question instead of text")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="also print the homologs put in the prompt (accession, identity, coverage, annotation)")
     p.set_defaults(func=_ask)
 
     a = add_command(sub, "annotate", help="answer the standard questions for every protein of FASTA files / "
@@ -59,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _protein(args: argparse.Namespace):
     from sepit.errors import InputError
-    from sepit.proteins import protein_from_sequence, read_fasta_file, read_structure_file
+    from sepit.proteins import default_protein, protein_from_sequence, read_fasta_file, read_structure_file
 
     if args.sequence:
         return protein_from_sequence(args.sequence)
@@ -72,7 +85,7 @@ def _protein(args: argparse.Namespace):
                                              f"{', '.join(r.id for r in recs[:5])})")
             return hit[0]
         return recs[0]
-    return read_structure_file(args.structure, args.chain)[0]
+    return default_protein(read_structure_file(args.structure, args.chain), args.structure)
 
 
 def _ask(args: argparse.Namespace) -> int:
@@ -81,7 +94,10 @@ def _ask(args: argparse.Namespace) -> int:
     if args.chain and not args.structure:
         raise SystemExit("sepit ask: error: --chain goes with --structure")
     protein = _protein(args)
-    qa = load(args.model, device=args.device, precision=args.precision)
+    qa = load(args.model, device=args.device, precision=args.precision, index=args.index,
+              retrieval=not args.no_retrieval)
+    if args.verbose and args.question:
+        _print_homologs(qa, protein, args.question)
     if args.yes_no:
         if not args.question:
             raise SystemExit("sepit ask: error: --yes-no needs a question")
@@ -91,6 +107,22 @@ def _ask(args: argparse.Namespace) -> int:
         _stream_answer(qa, protein, args.question, args, [])
         return 0
     return _chat(qa, protein, args)
+
+
+def _print_homologs(qa, protein, question: str) -> None:
+    """The homolog context of this question, on stderr (the answer alone stays on stdout)."""
+    homologs = qa.homologs(protein, question)
+    if homologs is None:
+        print("homologs: none (the model asks without homolog context)", file=sys.stderr)
+        return
+    where = qa.retriever.index.path if qa.retriever is not None else "?"
+    print(f"homologs in the prompt ({len(homologs)}; index {where}):" if homologs
+          else f"homologs in the prompt: none found (index {where})", file=sys.stderr)
+    for h in homologs:
+        cov = f", {100 * h['coverage']:.0f}% coverage" if h["coverage"] is not None else ""
+        ev = f", e-value {h['evalue']:.1e}" if h["evalue"] is not None else ""
+        print(f"  {h['id']}: {100 * h['identity']:.0f}% identity{cov}{ev}: {h['annotation'] or '-'}",
+              file=sys.stderr)
 
 
 def _stream_answer(qa, protein, question: str, args: argparse.Namespace, history: list) -> str:
@@ -127,7 +159,8 @@ def _annotate(args: argparse.Namespace) -> int:
     from sepit.api import load
 
     questions = load_questions(args.questions)
-    qa = load(args.model, device=args.device, precision=args.precision)
+    qa = load(args.model, device=args.device, precision=args.precision, index=args.index,
+              retrieval=not args.no_retrieval)
     counts = annotate_files(qa, args.inputs, args.output, questions=questions, chain=args.chain,
                             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
     print(f"{args.output}: {counts['written']} proteins annotated, {counts['skipped']} already done")

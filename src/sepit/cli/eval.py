@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the models' weights: fp32 (default, so reports stay comparable), auto = bf16 where the "
                         "hardware runs it natively (else fp32), or bf16; recorded in the report")
+    p.add_argument("--no-retrieval", action="store_true",
+                   help="evaluate a model trained with homolog context without it only (default: with the "
+                        "dataset's own training-split index, and without it as an ablation row)")
     p.set_defaults(func=_run, _extra_dest='args')
 
 
@@ -93,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate_dataset(cfg, dataset, args.out, checkpoint=checkpoint, others=others, device=device,
-                               precision=args.precision)
+                               precision=args.precision, retrieval=not args.no_retrieval)
     print_main_table(results)
     print(f"report: {Path(args.out) / 'report.md'}")
     return 0
@@ -111,7 +114,7 @@ def _questions(args: argparse.Namespace, positional: list[str], overrides: list[
     from sepit.eval.report import print_main_table
 
     questions, proteins = read_questions(positional[0])  # a bad file fails before the model loads
-    qa = load(positional[1], device=args.device, precision=args.precision)
+    qa = load(positional[1], device=args.device, precision=args.precision, retrieval=not args.no_retrieval)
     results = score_questions(qa, questions, proteins, cfg, out_dir=args.out,
                               meta={"checkpoint": positional[1], "questions": positional[0]})
     print_main_table(results)

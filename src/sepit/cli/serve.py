@@ -6,6 +6,7 @@ import argparse
 from dataclasses import fields
 
 from sepit.cli import add_command
+from sepit.cli.ask import retrieval_args
 from sepit.precisions import PRECISIONS
 
 EPILOG = """example:
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="weights' precision: auto (default) = bf16 where the hardware runs it natively (CUDA with "
                         "bf16, CPUs with AMX / AVX512-BF16), else fp32")
     p.add_argument("--questions", metavar="YAML", help="annotation question set (default: the standard set)")
+    retrieval_args(p)
     lim = p.add_argument_group("limits (see /docs)")
     for f in fields(ServerLimits):
         lim.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
@@ -49,7 +51,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise SepitError(str(e)) from None
     questions = load_questions(args.questions)
-    qa = load(args.model, device=args.device, precision=args.precision)
+    qa = load(args.model, device=args.device, precision=args.precision, index=args.index,
+              retrieval=not args.no_retrieval)
     get_logger(__name__).info("serving %s on http://%s:%d/ (API docs at /docs)", qa.name, args.host, args.port)
     uvicorn.run(asgi_app(qa, limits, questions), host=args.host, port=args.port, log_level="warning",
                 timeout_graceful_shutdown=5)

@@ -46,6 +46,8 @@ from sepit.data.structures import StructureStore, ca_secondary_structure
 from sepit.errors import InputError
 from sepit.log import get_logger, progress
 from sepit.paths import resources_dir
+from sepit.retrieval.facts import entry_facts
+from sepit.retrieval.index import write_index
 from sepit.tools import diamond, mmseqs
 
 log = get_logger(__name__)
@@ -304,7 +306,7 @@ def _protein_line(e: ProteinEntry, active: SplitResult, extra: dict[float, Split
 
 
 #: What a build writes at the top of its folder; an earlier build holding only these may be replaced.
-BUILD_OUTPUTS = frozenset({"records", "fasta", "proteins.jsonl", "structures.npz", "manifest.json"})
+BUILD_OUTPUTS = frozenset({"records", "fasta", "proteins.jsonl", "structures.npz", "manifest.json", "index"})
 
 
 def check_output_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
@@ -376,6 +378,7 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
     no_negative: Counter[str] = Counter()
     records_per_split: Counter[str] = Counter()
     proteins_per_split: Counter[str] = Counter()
+    index_rows: list[tuple[str, str, dict[str, str]]] = []  # the training split's retrieval index
     with atomic_dir(out_dir) as tmp:
         (tmp / "records").mkdir()
         (tmp / "fasta").mkdir()
@@ -389,6 +392,8 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
                     proteins_per_split[sp] += 1
                     pf.write(_protein_line(e, active, extra, inputs.store) + "\n")
                     fastas[sp].write(f">{e.accession}\n{e.sequence}\n")
+                    if sp == "train":
+                        index_rows.append((e.accession, e.sequence, entry_facts(e, catalog)))
                     got = inputs.store.get(e.accession)
                     ss = note = None
                     if got is not None:
@@ -411,6 +416,8 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
             for f in fastas.values():
                 f.close()
         out_store.save(tmp / "structures.npz")
+        if index_rows:
+            write_index(tmp / "index", index_rows, sources=inputs.sources)
         manifest = _manifest(cfg, inputs, active, extra, by_task, answers, no_negative, records_per_split,
                              proteins_per_split, writers, templates.source, len(out_store))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
@@ -465,7 +472,8 @@ def _manifest(cfg: DataConfig, inputs: Inputs, active: SplitResult, extra: dict[
         "skip_examples": {k: v for k, v in sorted(inputs.skips.examples.items())},
         "files": {"proteins": "proteins.jsonl", "structures": "structures.npz",
                   "records": {sp: w.files for sp, w in writers.items()},
-                  "fasta": {sp: f"fasta/{sp}.fasta" for sp in SPLITS}},
+                  "fasta": {sp: f"fasta/{sp}.fasta" for sp in SPLITS},
+                  "index": "index"},
     }
 
 

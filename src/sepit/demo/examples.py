@@ -27,30 +27,41 @@ def pick_examples(ds: Any, n: int, split: str = "test") -> list[Any]:
 
 def show_examples(model_dir: str | Path, data_dir: str | Path, n: int = 4, max_new_tokens: int = 48,
                   out: str | Path | None = None) -> dict[str, Any]:
-    """Answer ``n`` held-out questions with and without structure; write a markdown table to ``out``."""
+    """Answer ``n`` held-out questions with and without structure (and, for a model with homolog context, without
+    its homologs: searched in the dataset's training-split index, as the evaluation does); write a markdown table
+    to ``out``."""
     import torch
 
     from sepit.data.dataset import InstructionDataset
+    from sepit.data.instructions.record import add_context
+    from sepit.eval.pipeline import dataset_retriever
     from sepit.model import load_model
 
     ds = InstructionDataset(data_dir)
     recs = pick_examples(ds, n)
     model = load_model(model_dir, device="cuda" if torch.cuda.is_available() else "cpu").eval()
-    convs, with_s, without_s = [], [], []
-    for r in recs:
-        p = ds.protein(r.protein_ids[0])
-        convs.append([m for m in r.messages if m["role"] != "assistant"])
-        with_s.append([p])
-        without_s.append([p.without_structure()])
-    answers_s = model.chat(convs, with_s, max_new_tokens=max_new_tokens) if recs else []
-    answers_n = model.chat(convs, without_s, max_new_tokens=max_new_tokens) if recs else []
-    lines = ["| protein | task | question | true annotation | answer (with structure) | answer (sequence only) |",
-             "|---|---|---|---|---|---|"]
+    retriever = dataset_retriever(model, data_dir)
+    prots = [ds.protein(r.protein_ids[0]) for r in recs]
+    plain = [[m for m in r.messages if m["role"] != "assistant"] for r in recs]
+    homologs = retriever.homologs(prots, [r.task for r in recs]) if retriever and recs else [[] for _ in recs]
+    contexts = retriever.contexts(prots, [r.task for r in recs]) if retriever and recs else ["" for _ in recs]
+    convs = [add_context(c, x) for c, x in zip(plain, contexts)]
+    runs = {"answer": (convs, [[p] for p in prots]),
+            "sequence only": (convs, [[p.without_structure()] for p in prots])}
+    if retriever is not None:
+        runs["no homologs"] = (plain, [[p] for p in prots])
+    answers = {k: (model.chat(c, p, max_new_tokens=max_new_tokens) if recs else []) for k, (c, p) in runs.items()}
+    cols = list(runs)
+    lines = ["| protein | task | question | true annotation | top homolog in the prompt | "
+             + " | ".join(cols) + " |", "|---|---|---|---|---|" + "---|" * len(cols)]
     rows = []
-    for r, a, b in zip(recs, answers_s, answers_n):
+    for i, r in enumerate(recs):
+        top = homologs[i][0] if homologs[i] else None
+        hom = f"{top.id} ({100 * top.identity:.0f}%): {top.annotation or '–'}" if top else "–"
+        got = {k: answers[k][i].strip() for k in cols}
         rows.append({"protein": r.protein_ids[0], "task": r.task, "question": r.question, "truth": r.answer,
-                     "with_structure": a.strip(), "sequence_only": b.strip()})
-        cells = [r.protein_ids[0], r.task, r.question, r.answer, a.strip(), b.strip()]
+                     "top_homolog": hom, **got})
+        cells = [r.protein_ids[0], r.task, r.question, r.answer, hom, *got.values()]
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     if out is not None:
         with atomic_write(out) as f:

@@ -39,16 +39,17 @@ class DemoSize:
     batch: tuple[int, int, int]
     max_protein_len: int
     pool: int  # protein tokens per residue group (projector.pool): fewer LLM tokens on a CPU
-    eval_items: int
+    eval_yesno: int  # held-out yes/no items (whole yes/no pairs; scored by likelihood, one forward pass each)
+    eval_open: int  # held-out open items (generated)
     max_new_tokens: int
     estimate: str
 
 
 SIZES: dict[str, DemoSize] = {
-    "smoke": DemoSize(300, (2, 2, 2), (4, 2, 2), 128, 4, 12, 8, "3–5 min"),
-    "quick": DemoSize(1200, (16, 12, 12), (8, 4, 4), 192, 4, 32, 24, "10 min"),
-    "default": DemoSize(0, (60, 40, 40), (8, 4, 4), 256, 2, 96, 32, "35 min"),
-    "large": DemoSize(0, (2000, 3000, 3000), (8, 4, 4), 1022, 1, 2000, 128, "hours on a CPU; use a GPU"),
+    "smoke": DemoSize(300, (2, 2, 2), (4, 2, 2), 128, 4, 8, 4, 8, "3–5 min"),
+    "quick": DemoSize(1200, (8, 16, 32), (8, 4, 4), 192, 4, 120, 40, 24, "10 min"),
+    "default": DemoSize(0, (10, 30, 150), (8, 4, 4), 256, 4, 600, 200, 32, "35 min"),
+    "large": DemoSize(0, (2000, 3000, 3000), (8, 4, 4), 1022, 1, 4000, 2000, 128, "hours on a CPU; use a GPU"),
 }
 
 
@@ -126,7 +127,8 @@ def demo(size: str = "default", run_dir: str | Path | None = None, fresh: bool =
         from sepit.eval.config import EvalConfig
         from sepit.eval.pipeline import evaluate_dataset
 
-        cfg = from_dict(EvalConfig, {}, [f"limit={sz.eval_items}", f"generation.max_new_tokens={sz.max_new_tokens}"])
+        cfg = from_dict(EvalConfig, {"limits": {"yesno": sz.eval_yesno, "open": sz.eval_open}},
+                        [f"generation.max_new_tokens={sz.max_new_tokens}"])
         results = evaluate_dataset(cfg, data_dir, run / "eval", checkpoint=run / "stage2" / "final",
                                    device=_device())
         return {"report": str(run / "eval" / "report.md"), "systems": list(results.get("systems", {}))}
@@ -146,7 +148,7 @@ def demo(size: str = "default", run_dir: str | Path | None = None, fresh: bool =
         Phase("data", data, key, "under a minute"),
         *[Phase(f"stage{s}", lambda r, s=s: _train_phase(s, r, sz, data_dir, overrides), key, f"{sz.steps[s]} steps")
           for s in (0, 1, 2)],
-        Phase("evaluate", evaluate, key, f"{sz.eval_items} test items + baselines"),
+        Phase("evaluate", evaluate, key, f"{sz.eval_yesno} yes/no + {sz.eval_open} open test items + baselines"),
         Phase("examples", examples, key, "a minute"),
         Phase("register", register, {"link": str(default_model_link())}),
     ]

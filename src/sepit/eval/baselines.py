@@ -1,6 +1,7 @@
-"""Baselines over plain data: the prior (majority) answer per task, and copying the nearest homolog's answer.
+"""Baselines over plain data: the prior (majority) answer per task, copying the nearest homolog's answer, and a
+vote of the top-k homologs a retrieval-augmented model sees.
 
-Both return :class:`~sepit.eval.items.Prediction` lists scored by the same code as a model.
+All return :class:`~sepit.eval.items.Prediction` lists scored by the same code as a model.
 
 **Prior**: per (task, kind) the most frequent training answer (ties → alphabetically first); for yes/no the
 training fraction of "yes" is also given as ``p_yes`` and the text answer is ``yes`` iff that fraction ≥ 0.5.
@@ -16,6 +17,22 @@ task and kind.
   for that task. Without an extractor only an identical question of the hit is copied.
 - Items whose protein has no hit are counted (``no_hit``) and, like items where no hit has a usable answer
   (``no_answer``), get the prior answer (or an empty answer with ``fallback="empty"``).
+- yes/no answers carry ``p_yes``: 1 or 0 for a copied answer, the task's prior for a fallback, so the baseline has
+  an AUROC (for hard answers, its balanced accuracy) and a paired AUROC difference to a model.
+
+**Top-k vote** (:data:`TOPK_VOTE`): the retrieval baseline for a model that sees its protein's top-k training
+hits in the prompt: the same ``k`` hits (:func:`top_k_hits`: ranked as given, the query itself never counts, each
+training protein once), answered without a model.
+
+- yes/no: every one of the k hits with a usable answer (read as for the nearest homolog: its own yes/no record
+  about the same claim, else whether the claim appears in its open answer) votes with weight identity × query
+  coverage (coverage taken as 1 when unknown); ``p_yes = Σ w·[yes] / Σ w`` and the answer is "yes" iff
+  ``p_yes ≥ 0.5`` (a tie says yes). Routes: ``voted_unanimous`` / ``voted_split``.
+- open / caption: the answer of the hit with the highest identity × coverage among the k that has an answer of the
+  task and kind (the earlier-ranked hit on a tie); route ``copied``.
+- No hit (``no_hit``) or no usable answer among the k (``no_answer``; also yes/no votes of total weight 0): the
+  prior — for yes/no also the task's training ``p_yes``, as :func:`prior_predictions` gives — or an empty answer
+  with ``fallback="empty"``.
 """
 
 from __future__ import annotations
@@ -43,6 +60,11 @@ from sepit.eval.text import last_yes_no
 from sepit.tools.mmseqs import Hit
 
 ClaimOf = Callable[[str, str], "str | None"]  # (task, question text) → the candidate value, or None
+
+# System names of the baselines in reports.
+PRIOR = "prior"
+NEAREST_HOMOLOG = "nearest homolog"
+TOPK_VOTE = "top-k vote"
 
 
 @dataclass
@@ -190,6 +212,7 @@ def nearest_homolog_predictions(items: Sequence[EvalItem], train_records: Iterab
     records = [record_dict(r) for r in train_records]
     index = _TrainIndex(records)
     majority = majority_answers(records) if fallback == "prior" else {}
+    prior_yes = prior_yes_probability(records) if fallback == "prior" else {}
     stats = BaselineStats()
     preds = []
     for it in items:
@@ -199,13 +222,76 @@ def nearest_homolog_predictions(items: Sequence[EvalItem], train_records: Iterab
             got = _answer_from_hit(it, h.target, index, claim_of)
             if got is not None:
                 break
+        p_yes = None
         if got is None:
             stats.counts["no_hit" if not ranked else "no_answer"] += 1
             text = majority.get((it.task, it.kind), "")
+            if it.kind == "yesno":
+                p_yes = prior_yes.get(it.task)
         else:
             text, route = got
             stats.counts[route] += 1
-        preds.append(Prediction(it.id, text))
+            if it.kind == "yesno" and text in ("yes", "no"):
+                p_yes = 1.0 if text == "yes" else 0.0  # a hard answer: its AUROC is its balanced accuracy
+        preds.append(Prediction(it.id, text, p_yes))
+    return preds, stats
+
+
+# ------------------------------------------------------------------------------------------------ top-k vote
+
+
+def top_k_hits(hits: Mapping[str, Sequence[Hit]], protein_id: str, k: int) -> list[Hit]:
+    """The first ``k`` hits of ``protein_id`` in rank order, skipping hits to itself and repeated targets (a
+    training protein counts once, at its best rank)."""
+    out: list[Hit] = []
+    seen = {protein_id}
+    for h in hits.get(protein_id, ()):
+        if len(out) >= k:
+            break
+        if h.target not in seen:
+            seen.add(h.target)
+            out.append(h)
+    return out
+
+
+def hit_weight(hit: Hit) -> float:
+    """A hit's vote weight: identity × query coverage (fractions; coverage 1 when unknown)."""
+    return hit.identity * (1.0 if hit.qcov is None else hit.qcov)
+
+
+def topk_vote_predictions(items: Sequence[EvalItem], train_records: Iterable[Any],
+                          hits: Mapping[str, Sequence[Hit]], *, k: int = 3, claim_of: ClaimOf | None = None,
+                          fallback: Literal["prior", "empty"] = "prior") -> tuple[list[Prediction], BaselineStats]:
+    """The top-k vote baseline (see the module docstring); ``hits`` maps test protein id → ranked hits, already
+    filtered by the retrieval cut-offs. Yes/no predictions carry ``p_yes`` (the weighted vote, or the prior's)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    records = [record_dict(r) for r in train_records]
+    index = _TrainIndex(records)
+    majority = majority_answers(records) if fallback == "prior" else {}
+    prior_p = prior_yes_probability(records) if fallback == "prior" else {}
+    stats = BaselineStats()
+    preds = []
+    for it in items:
+        ranked = top_k_hits(hits, it.protein_id, k)
+        answers = [(h, got[0]) for h in ranked
+                   if (got := _answer_from_hit(it, h.target, index, claim_of)) is not None and got[0]]
+        if it.kind == "yesno":
+            votes = [(hit_weight(h), ans == "yes") for h, ans in answers if ans in ("yes", "no")]
+            total = sum(w for w, _ in votes)
+            if total > 0:
+                p = sum(w for w, yes in votes if yes) / total
+                stats.counts["voted_unanimous" if len({yes for _, yes in votes}) == 1 else "voted_split"] += 1
+                preds.append(Prediction(it.id, "yes" if p >= 0.5 else "no", p))
+                continue
+        elif answers:
+            best = max(answers, key=lambda ha: hit_weight(ha[0]))  # max keeps the first (best-ranked) on a tie
+            stats.counts["copied"] += 1
+            preds.append(Prediction(it.id, best[1]))
+            continue
+        stats.counts["no_hit" if not ranked else "no_answer"] += 1
+        preds.append(Prediction(it.id, majority.get((it.task, it.kind), ""),
+                                prior_p.get(it.task) if it.kind == "yesno" else None))
     return preds, stats
 
 

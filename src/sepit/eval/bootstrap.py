@@ -7,6 +7,7 @@ its interval reflects how the two systems differ on the same proteins, not the s
 
     intervals = metric_intervals(rows, n_boot=1000, seed=0)      # {"bleu2": (lo, hi), ...}
     diff = paired_differences(rows_model, rows_homolog)           # {"bleu2": {"diff": d, "ci": (lo, hi)}, ...}
+    add_intervals(systems)   # every summary: "intervals"; "vs_baselines" to the nearest homolog and the top-k vote
 
 ``rows`` are :func:`sepit.eval.breakdown.score_items` rows (one per item, with ``protein_id``, ``kind``,
 ``metrics`` and, for yes/no items scored by likelihood, ``p_yes`` and ``label``).
@@ -19,10 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from sepit.eval.baselines import NEAREST_HOMOLOG, TOPK_VOTE
+
 #: Metrics given intervals: open-ended BLEU-2 and ROUGE-L, yes/no accuracy (%), AUROC of P(yes), multiple-choice
 #: accuracy (%).
 HEADLINE_METRICS: tuple[str, ...] = ("bleu2", "rougeL", "yesno_acc", "auroc", "choice_acc")
 LEVEL = 0.95
+#: Systems every other system is compared with (paired), when they are in the report: the nearest-homolog baseline
+#: and the top-k vote over the homologs a retrieval model sees.
+DIFF_BASELINES: tuple[str, ...] = (NEAREST_HOMOLOG, TOPK_VOTE)
 
 
 def resample_weights(protein_ids: Sequence[str], n_boot: int, seed: int) -> np.ndarray:
@@ -89,15 +95,44 @@ def _interval(samples: np.ndarray) -> tuple[float, float] | None:
     return float(lo), float(hi)
 
 
+def _samples(rows: Sequence[Mapping[str, Any]], weights: np.ndarray, metrics: Sequence[str]
+             ) -> dict[str, tuple[np.ndarray, float]]:
+    """Per metric the system has: its (B,) values under ``weights`` and its value on all items."""
+    ones = np.ones((1, len(rows)))
+    out = {}
+    for m in metrics:
+        values = metric_values(rows, m, weights)
+        if values is not None:
+            out[m] = (values, float(metric_values(rows, m, ones)[0]))  # type: ignore[index]
+    return out
+
+
+def _differences(a: Mapping[str, tuple[np.ndarray, float]], b: Mapping[str, tuple[np.ndarray, float]]
+                 ) -> dict[str, dict[str, Any]]:
+    out = {}
+    for m, (values, point) in a.items():
+        if m not in b:
+            continue
+        ci = _interval(values - b[m][0])
+        diff = point - b[m][1]
+        if ci is not None and np.isfinite(diff):
+            out[m] = {"diff": float(diff), "ci": ci}
+    return out
+
+
+def _check_paired(rows: Sequence[Mapping[str, Any]], baseline_rows: Sequence[Mapping[str, Any]]) -> None:
+    if [r["id"] for r in rows] != [r["id"] for r in baseline_rows]:
+        raise ValueError("paired differences need the same items in the same order for both systems")
+
+
 def metric_intervals(rows: Sequence[Mapping[str, Any]], *, n_boot: int = 1000, seed: int = 0,
                      metrics: Sequence[str] = HEADLINE_METRICS) -> dict[str, tuple[float, float]]:
     """Percentile 95% intervals of each metric over ``n_boot`` resamples of the proteins (metrics a system does not
     have are left out)."""
     weights = resample_weights([r["protein_id"] for r in rows], n_boot, seed)
     out = {}
-    for m in metrics:
-        values = metric_values(rows, m, weights)
-        ci = None if values is None else _interval(values)
+    for m, (values, _) in _samples(rows, weights, metrics).items():
+        ci = _interval(values)
         if ci is not None:
             out[m] = ci
     return out
@@ -108,31 +143,42 @@ def paired_differences(rows: Sequence[Mapping[str, Any]], baseline_rows: Sequenc
                        ) -> dict[str, dict[str, Any]]:
     """Per metric both systems have: the difference ``system − baseline`` on all items and its paired 95% interval
     (the same protein resamples for both). Both row lists must cover the same items in the same order."""
-    if [r["id"] for r in rows] != [r["id"] for r in baseline_rows]:
-        raise ValueError("paired differences need the same items in the same order for both systems")
-    ones = np.ones((1, len(rows)))
+    _check_paired(rows, baseline_rows)
     weights = resample_weights([r["protein_id"] for r in rows], n_boot, seed)
-    out = {}
-    for m in metrics:
-        a, b = metric_values(rows, m, weights), metric_values(baseline_rows, m, weights)
-        if a is None or b is None:
-            continue
-        ci = _interval(a - b)
-        point = metric_values(rows, m, ones)[0] - metric_values(baseline_rows, m, ones)[0]  # type: ignore[index]
-        if ci is not None and np.isfinite(point):
-            out[m] = {"diff": float(point), "ci": ci}
-    return out
+    return _differences(_samples(rows, weights, metrics), _samples(baseline_rows, weights, metrics))
 
 
-def add_intervals(systems: Mapping[str, dict[str, Any]], *, baseline: str = "nearest homolog", n_boot: int = 1000,
-                  seed: int = 0) -> None:
-    """Add ``intervals`` (each headline metric's 95% interval) to every system summary and, where ``baseline`` is
-    among them, ``vs_baseline`` (paired differences to it) to every other system. Summaries need their ``items``."""
-    base = systems.get(baseline)
+def add_intervals(systems: Mapping[str, dict[str, Any]], *, baselines: str | Sequence[str] = DIFF_BASELINES,
+                  n_boot: int = 1000, seed: int = 0) -> None:
+    """Add to every system summary (each needs its ``items``; all on the same items):
+
+    - ``intervals``: ``{metric: [lo, hi]}``, each headline metric's 95% interval;
+    - ``vs_baselines``: ``{baseline: {metric: {"diff": d, "ci": [lo, hi]}}}``, the paired difference to each of
+      ``baselines`` present among the systems (a baseline gets none to itself);
+    - ``vs_baseline``: the first present baseline's differences as ``{"baseline": name, metric: {...}}`` (the
+      shape reports had before ``vs_baselines``), for every system but that baseline.
+
+    One set of protein resamples serves every system, so all intervals and differences are paired.
+    """
+    wanted = [baselines] if isinstance(baselines, str) else list(baselines)
+    present = [b for b in wanted if b in systems]
+    weights: dict[tuple[str, ...], np.ndarray] = {}  # one set of resamples per list of proteins (normally one)
+    samples = {}
     for name, summary in systems.items():
         rows = summary["items"]
-        summary["intervals"] = {m: list(ci) for m, ci in metric_intervals(rows, n_boot=n_boot, seed=seed).items()}
-        if base is not None and name != baseline:
-            diffs = paired_differences(rows, base["items"], n_boot=n_boot, seed=seed)
-            summary["vs_baseline"] = {"baseline": baseline,
-                                      **{m: {"diff": d["diff"], "ci": list(d["ci"])} for m, d in diffs.items()}}
+        for b in present:
+            if b != name:
+                _check_paired(rows, systems[b]["items"])
+        key = tuple(r["protein_id"] for r in rows)
+        if key not in weights:
+            weights[key] = resample_weights(key, n_boot, seed)
+        samples[name] = _samples(rows, weights[key], HEADLINE_METRICS)
+    for name, summary in systems.items():
+        summary["intervals"] = {m: list(ci) for m, (v, _) in samples[name].items() if (ci := _interval(v))}
+        vs = {b: {m: {"diff": d["diff"], "ci": list(d["ci"])} for m, d in _differences(samples[name],
+                                                                                       samples[b]).items()}
+              for b in present if b != name}
+        if vs:
+            summary["vs_baselines"] = vs
+        if present and name != present[0]:
+            summary["vs_baseline"] = {"baseline": present[0], **vs[present[0]]}

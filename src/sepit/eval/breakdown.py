@@ -3,11 +3,17 @@
 ``evaluate_system(items, predictions, scorer=...)`` returns a JSON-ready dict::
 
     {"n": 120, "metrics": [...], "overall": AGG, "by_task": {task: AGG}, "by_identity": {bin: AGG},
-     "by_structure": {"has structure": AGG, "no structure": AGG}, "calibration": {...} | None, "items": [...]}
+     "by_local_identity": {bin: AGG}, "by_structure": {"has structure": AGG, "no structure": AGG},
+     "calibration": {...} | None, "items": [...]}
 
-where ``AGG = {"n", "n_text", "n_yesno", "bleu1", ..., "bertscore_f1", "yesno_acc", "closed_set"}``: means over
-the group's open/caption items (text metrics) and yes/no items (``yesno_acc``, %), None where the group has none;
-``closed_set = {"n", "accuracy" (%), "auroc", "ece"}`` over yes/no items that carry ``p_yes``, else None.
+where ``AGG = {"n", "n_proteins", "n_text", "n_yesno", "bleu1", ..., "bertscore_f1", "yesno_acc", "closed_set"}``:
+means over the group's open/caption items (text metrics) and yes/no items (``yesno_acc``, %), None where the group
+has none; ``closed_set = {"n", "accuracy" (%), "auroc", "ece"}`` over yes/no items that carry ``p_yes``, else None.
+
+``by_identity`` bins the test protein's identity to the training set over alignments covering ≥80% of it (a close
+full-length homolog); ``by_local_identity`` bins its best hit at any coverage (``EvalItem.local_identity``), so a
+protein that shares only a domain with a training protein shows up there, not in ``by_identity``. It is ``{}`` when
+no item has a local identity (no search was given).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from sepit.eval.metrics import TEXT_METRICS, TextScorer, mean, yes_no_correct
 from sepit.eval.text import last_yes_no
 
 DEFAULT_IDENTITY_EDGES: tuple[float, ...] = (30.0, 50.0, 90.0)
+#: Bins of the best hit at any coverage: <30%, 30–50%, ≥50%, no hit.
+DEFAULT_LOCAL_IDENTITY_EDGES: tuple[float, ...] = (30.0, 50.0)
 NO_HIT = "no hit"
 STRUCTURE_GROUPS = ("has structure", "no structure")
 
@@ -54,18 +62,23 @@ def identity_bin(identity: float | None, edges: Sequence[float] = DEFAULT_IDENTI
 
 
 def score_items(items: Sequence[EvalItem], predictions: Mapping[str, Prediction] | Sequence[Prediction],
-                scorer: TextScorer | None, *, identity_edges: Sequence[float] = DEFAULT_IDENTITY_EDGES
-                ) -> list[dict[str, Any]]:
-    """Per-item rows: ids, groups, the prediction and its metrics. Every item needs a prediction."""
+                scorer: TextScorer | None, *, identity_edges: Sequence[float] = DEFAULT_IDENTITY_EDGES,
+                local_identity_edges: Sequence[float] = DEFAULT_LOCAL_IDENTITY_EDGES) -> list[dict[str, Any]]:
+    """Per-item rows: ids, groups, the prediction and its metrics. Every item needs a prediction.
+    ``local_identity_bin`` is None on every row when no item has a ``local_identity``."""
     by_id = predictions if isinstance(predictions, Mapping) else {p.id: p for p in predictions}
     missing = [it.id for it in items if it.id not in by_id]
     if missing:
         raise SepitError(f"{len(missing)} of {len(items)} items have no prediction (first: {missing[0]!r})")
+    local_known = any(it.local_identity is not None for it in items)  # else no search: no bin, not "no hit"
     rows = []
     for it in items:
         p = by_id[it.id]
         rows.append({"id": it.id, "task": it.task, "kind": it.kind, "protein_id": it.protein_id,
                      "identity": it.identity, "identity_bin": identity_bin(it.identity, identity_edges),
+                     "local_identity": it.local_identity,
+                     "local_identity_bin": (identity_bin(it.local_identity, local_identity_edges) if local_known
+                                            else None),
                      "structure": STRUCTURE_GROUPS[0] if it.has_structure else STRUCTURE_GROUPS[1],
                      "prediction": p.text, "reference": it.reference, "p_yes": p.p_yes, "metrics": {}})
     text_idx = [i for i, it in enumerate(items) if it.kind not in ("yesno", "choice")]
@@ -89,7 +102,8 @@ def aggregate(rows: Sequence[Mapping[str, Any]], *, ece_bins: int = 10) -> dict[
     text = [r for r in rows if r["kind"] not in ("yesno", "choice")]
     yn = [r for r in rows if r["kind"] == "yesno"]
     choice = [r for r in rows if r["kind"] == "choice"]
-    out: dict[str, Any] = {"n": len(rows), "n_text": len(text), "n_yesno": len(yn)}
+    out: dict[str, Any] = {"n": len(rows), "n_proteins": len({r["protein_id"] for r in rows}),
+                           "n_text": len(text), "n_yesno": len(yn)}
     for m in TEXT_METRICS:
         vals = [r["metrics"][m] for r in text if m in r["metrics"]]
         out[m] = mean(vals)
@@ -118,9 +132,11 @@ def _grouped(rows: Sequence[Mapping[str, Any]], key: str, order: Sequence[str] |
 
 def evaluate_system(items: Sequence[EvalItem], predictions: Mapping[str, Prediction] | Sequence[Prediction],
                     scorer: TextScorer | None, *, identity_edges: Sequence[float] = DEFAULT_IDENTITY_EDGES,
-                    ece_bins: int = 10, stats: Mapping[str, int] | None = None) -> dict[str, Any]:
+                    local_identity_edges: Sequence[float] = DEFAULT_LOCAL_IDENTITY_EDGES, ece_bins: int = 10,
+                    stats: Mapping[str, int] | None = None) -> dict[str, Any]:
     """Score one system on ``items`` and return its JSON-ready summary (with per-item rows under ``items``)."""
-    rows = score_items(items, predictions, scorer, identity_edges=identity_edges)
+    rows = score_items(items, predictions, scorer, identity_edges=identity_edges,
+                       local_identity_edges=local_identity_edges)
     metrics = [m for m in TEXT_METRICS if any(m in r["metrics"] for r in rows)]
     if any(r["kind"] == "yesno" for r in rows):
         metrics.append("yesno_acc")
@@ -135,6 +151,8 @@ def evaluate_system(items: Sequence[EvalItem], predictions: Mapping[str, Predict
         "overall": aggregate(rows, ece_bins=ece_bins),
         "by_task": _grouped(rows, "task", None, ece_bins),
         "by_identity": _grouped(rows, "identity_bin", identity_bin_labels(identity_edges), ece_bins),
+        "by_local_identity": (_grouped(rows, "local_identity_bin", identity_bin_labels(local_identity_edges),
+                                       ece_bins) if any(r["local_identity_bin"] for r in rows) else {}),
         "by_structure": _grouped(rows, "structure", STRUCTURE_GROUPS, ece_bins),
         "calibration": curve.to_dict() if curve else None,
         "stats": dict(stats or {}),

@@ -10,7 +10,7 @@ from typing import Literal
 
 from sepit.config import config_kind
 
-BASELINES = ("prior", "nearest_homolog")
+BASELINES = ("prior", "nearest_homolog", "topk_vote")
 
 
 @dataclass
@@ -34,8 +34,9 @@ class GenerationSection:
 
     max_new_tokens: int = 128
     batch_size: int = 8
-    yesno_likelihood: bool = True
+    yesno_likelihood: bool = True  # yes/no items: P(yes) from one forward pass, no decoding
     no_structure_ablation: bool = True
+    no_retrieval_ablation: bool = True  # a model with homolog context is also run without it
 
 
 @dataclass
@@ -52,12 +53,14 @@ class BaselineSection:
 @config_kind("eval")
 @dataclass
 class EvalConfig:
-    """What ``sepit eval`` does. ``limit`` 0 = all items; ``tasks``/``kinds`` empty = all."""
+    """What ``sepit eval`` does. ``limit`` 0 = all items; ``limits`` per kind (e.g. ``{yesno: 600, open: 200}``)
+    take precedence over ``limit`` for their kinds; ``tasks``/``kinds`` empty = all."""
 
     split: str = "test"
     kinds: list[str] = field(default_factory=lambda: ["open", "yesno"])
     tasks: list[str] = field(default_factory=list)
     limit: int = 0
+    limits: dict[str, int] = field(default_factory=dict)
     identity_bins: list[float] = field(default_factory=lambda: [30.0, 50.0, 90.0])
     ece_bins: int = 10
     # resamples of the test proteins for the 95% intervals of the headline metrics and of each system's difference to
@@ -68,8 +71,10 @@ class EvalConfig:
     baselines: BaselineSection = field(default_factory=BaselineSection)
 
     def __post_init__(self) -> None:
-        if self.limit < 0:
-            raise ValueError("limit must be >= 0")
+        if self.limit < 0 or any(v < 0 for v in self.limits.values()):
+            raise ValueError("limit and limits must be >= 0")
+        if set(self.limits) - {"caption", "open", "yesno"}:
+            raise ValueError(f"limits: unknown kinds {sorted(set(self.limits) - {'caption', 'open', 'yesno'})}")
         if self.ece_bins < 1:
             raise ValueError("ece_bins must be >= 1")
         if self.bootstrap < 0:

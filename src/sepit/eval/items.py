@@ -2,18 +2,26 @@
 
 Records follow the dataset contract (docs/architecture.md): dicts with ``id``, ``protein_ids``, ``task``, ``kind``,
 ``split``, ``messages`` and ``answer``. Identity to the training set is a percentage (0–100).
+
+    items = with_local_identity(items_from_records(test_records, proteins_rows), hits)   # + best hit at any coverage
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sepit.data.instructions.record import PROTEIN_MARKER
 from sepit.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sepit.tools.mmseqs import Hit
 
 KINDS = ("caption", "open", "yesno")
 
@@ -23,7 +31,10 @@ class EvalItem:
     """One test question.
 
     ``protein_id`` is the first of ``protein_ids`` (the one whose identity and structure the breakdowns use).
-    ``identity``: max sequence identity (%) of that protein to any training protein; None = unknown / no hit.
+    ``identity``: max sequence identity (%) of that protein to any training protein over alignments covering ≥80%
+    of it (the dataset's ``max_identity_to_train``); None = unknown / no hit.
+    ``local_identity``: its best hit (%) to the training set at any coverage, so a shared domain counts too (see
+    :func:`with_local_identity`); None = no hit, or not searched.
     """
 
     id: str
@@ -35,6 +46,7 @@ class EvalItem:
     identity: float | None = None
     has_structure: bool = False
     protein_ids: tuple[str, ...] = ()
+    local_identity: float | None = None
 
     @property
     def all_protein_ids(self) -> tuple[str, ...]:
@@ -133,3 +145,17 @@ def items_from_records(records: Iterable[Any],
         dup = next(i for i in ids if ids.count(i) > 1)
         raise InputError(source, f"duplicate record id {dup!r}")
     return items
+
+
+def with_local_identity(items: Iterable[EvalItem], hits: Mapping[str, Sequence[Hit]]) -> list[EvalItem]:
+    """Items with ``local_identity`` set from ``hits`` (test protein id → its training hits at any coverage):
+    the highest identity (%) over the hits of the item's ``protein_id``, a hit to the protein itself excluded;
+    None when it has none."""
+    items = list(items)
+    best: dict[str, float | None] = {}
+    for it in items:
+        pid = it.protein_id
+        if pid not in best:
+            idents = [h.identity for h in hits.get(pid, ()) if h.target != pid]
+            best[pid] = percent(max(idents)) if idents else None
+    return [dataclasses.replace(it, local_identity=best[it.protein_id]) for it in items]

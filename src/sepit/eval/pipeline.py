@@ -24,7 +24,7 @@ from typing import Any
 from sepit.errors import InputError, SepitError
 from sepit.eval.baselines import ClaimOf, claim_extractor, search_training_hits, top_identity
 from sepit.eval.config import EvalConfig
-from sepit.eval.items import EvalItem, items_from_records, record_dict
+from sepit.eval.items import EvalItem, items_from_records, record_dict, with_local_identity
 from sepit.eval.predictions import PredictionLog
 from sepit.eval.run import _slug, evaluate, predict_with_model, prediction_fingerprint, select_items
 from sepit.log import get_logger
@@ -85,9 +85,14 @@ def _with_identity(items: list[EvalItem], hits: Mapping[str, list[Hit]]) -> list
 
 def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Path, *,
                      checkpoint: str | Path | None = None, others: Mapping[str, str | Path] | None = None,
-                     device: str = "cpu", dataset: Any = None, precision: str = "fp32") -> dict[str, Any]:
+                     device: str = "cpu", dataset: Any = None, precision: str = "fp32", retrieval: bool = True
+                     ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` (optional), the baselines of ``cfg`` and any ``others`` (name → checkpoint, e.g. the
     sequence-only or dense ablation) on the dataset's ``cfg.split``; writes the report into ``out_dir``.
+
+    A model trained with homolog context gets it from the dataset's own training-split index (never a bigger one:
+    held-out figures stay honest), and is also run without it (``generation.no_retrieval_ablation``);
+    ``retrieval=False`` runs it with the paper's prompt only.
 
     Every model is cast with ``model.to_precision(precision)`` after loading: ``fp32`` (default), ``auto`` (bf16
     where the hardware runs it natively) or ``bf16``; anything else is a one-line ConfigError."""
@@ -111,7 +116,7 @@ def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Pa
                                     {p: ds.protein(p).sequence for p in train_ids},
                                     evalue=cfg.baselines.mmseqs_evalue, sensitivity=cfg.baselines.mmseqs_sensitivity,
                                     max_hits=cfg.baselines.max_hits)
-        items = _with_identity(items, hits)
+        items = with_local_identity(_with_identity(items, hits), hits)
     meta: dict[str, Any] = {"checkpoint": str(checkpoint) if checkpoint else "–", "dataset": str(dataset_dir),
                             "split": cfg.split, "device": device,
                             "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -132,12 +137,35 @@ def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Pa
         g = cfg.generation
         for name, path in others.items():
             other = load_model(path, device=device).to_precision(precision)
+            ret = dataset_retriever(other, dataset_dir) if retrieval else None
             plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl",
-                                 prediction_fingerprint(other, path, dataset_dir, cfg))
+                                 prediction_fingerprint(other, path, dataset_dir, cfg, retriever=ret))
             extra[name] = predict_with_model(other, items, ds.protein, plog, max_new_tokens=g.max_new_tokens,
-                                             batch_size=g.batch_size, yesno_likelihood=g.yesno_likelihood, desc=name)
+                                             batch_size=g.batch_size, yesno_likelihood=g.yesno_likelihood, desc=name,
+                                             retriever=ret)
             del other
     model = load_model(checkpoint, device=device).to_precision(precision) if checkpoint else None
+    retriever = dataset_retriever(model, dataset_dir) if model is not None and retrieval else None
+    if retriever is not None:
+        meta["retrieval"] = {"k": retriever.cfg.k, "evalue": retriever.cfg.evalue,
+                             "min_identity": retriever.cfg.min_identity, "min_coverage": retriever.cfg.min_coverage,
+                             "index": f"{dataset_dir}/index (training split, {len(retriever.index)} proteins)"}
     # Report order: this checkpoint (with, then without structure), the other checkpoints, the baselines.
     return evaluate(cfg, items, out_dir=out, model=model, proteins=ds.protein, train_records=train, hits=hits,
-                    claim_of=default_claim_extractor(), extra=extra, meta=meta)
+                    claim_of=default_claim_extractor(), extra=extra, meta=meta, retriever=retriever)
+
+
+def dataset_retriever(model: Any, dataset_dir: str | Path) -> Any:
+    """The retriever for evaluating ``model`` on a dataset: its retrieval settings over the dataset's own
+    training-split index; None for a model without homolog context."""
+    rc = model.config.retrieval
+    if not rc.enabled:
+        return None
+    from sepit.retrieval.index import RetrievalIndex
+    from sepit.retrieval.retriever import Retriever
+
+    path = Path(dataset_dir) / "index"
+    if not (path / "index.json").is_file():
+        raise InputError(dataset_dir, "the model uses homolog context but this dataset has no retrieval index "
+                                      "(index/); rebuild it with `sepit data build` or evaluate with --no-retrieval")
+    return Retriever(RetrievalIndex.load(path), rc)

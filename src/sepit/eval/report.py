@@ -37,7 +37,14 @@ METRIC_NOTES = """\
 - LL acc / AUROC / ECE: from P(yes) vs P(no) of the answer's first token (likelihood), ECE top-label, 10 bins.
 - MC acc: multiple-choice items (`sepit eval questions`): the option with the highest mean log-probability per
   token as the answer is the reference option, %.
-- Identity bins: the test protein's highest sequence identity to any training protein (MMseqs2).
+- Identity bins: the test protein's highest sequence identity to any training protein over alignments covering
+  ≥80% of it (MMseqs2). Best hit at any coverage: its highest identity to a training protein over hits of any
+  length, so a shared domain counts; a protein in a high bin there but a low identity bin has only a partial close
+  homolog.
+- Baselines: prior = the task's majority training answer (y/n: the training fraction of yes as P(yes)); nearest
+  homolog = the answer of the best-ranked training hit that has one; top-k vote = the top-k hits a retrieval model
+  sees, y/n by a vote weighted by identity × query coverage (the vote share is its P(yes)), open answers copied
+  from the hit with the highest identity × coverage. Without a usable hit they give the prior's answer.
 - Intervals: 95% percentile intervals over resamples of the test proteins (each resample draws the proteins with
   replacement; a protein's items count as often as it is drawn). Δ: the system minus the baseline on the same
   resamples (paired); an interval above 0 means better than the baseline on these proteins."""
@@ -113,8 +120,9 @@ def print_main_table(results: Mapping[str, Any], file: IO[str] | None = None) ->
     print(format_main_table(results), file=file or sys.stdout)
 
 
-def _group_table(results: Mapping[str, Any], section: str, label: str) -> str:
-    """Rows = groups of ``section``; columns = n, then each system's headline metrics."""
+def _group_table(results: Mapping[str, Any], section: str, label: str, *, proteins: bool = False) -> str:
+    """Rows = groups of ``section``; columns = n (with ``proteins``: proteins, items and the share of items), then
+    each system's headline metrics."""
     systems = results.get("systems", {})
     groups: list[str] = []
     for s in systems.values():
@@ -123,11 +131,16 @@ def _group_table(results: Mapping[str, Any], section: str, label: str) -> str:
                 groups.append(g)
     heads = [(k, h) for k, h in HEADLINE
              if any(_value(a, k) is not None for s in systems.values() for a in s.get(section, {}).values())]
-    headers = [label, "n"] + [f"{name}: {h}" for name in systems for _, h in heads]
+    counts = ["proteins", "items", "% of items"] if proteins else ["n"]
+    headers = [label, *counts] + [f"{name}: {h}" for name in systems for _, h in heads]
     rows = []
+    first = {g: next((s[section][g] for s in systems.values() if g in s.get(section, {})), {}) for g in groups}
+    total = sum(a.get("n", 0) for a in first.values())
     for g in groups:
-        n = next((s[section][g]["n"] for s in systems.values() if g in s.get(section, {})), 0)
-        rows.append([g, str(n)] + [_fmt(_value(s.get(section, {}).get(g), k), k)
+        n = first[g].get("n", 0)
+        cells = [_fmt(first[g].get("n_proteins")), str(n), _fmt(100.0 * n / total if total else None)] \
+            if proteins else [str(n)]
+        rows.append([g, *cells] + [_fmt(_value(s.get(section, {}).get(g), k), k)
                                    for s in systems.values() for k, _ in heads])
     return markdown_table(headers, rows)
 
@@ -140,16 +153,21 @@ def _point(summary: Mapping[str, Any], key: str) -> Any:
     return _value(summary.get("overall"), "cs.auroc" if key == "auroc" else key)
 
 
-def _interval_table(results: Mapping[str, Any]) -> str | None:
-    """Each system's headline metrics with their 95% intervals and, beside them, the paired difference to the
-    baseline (both from resampling proteins)."""
+def _vs_baselines(summary: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """A summary's paired differences by baseline (``vs_baselines``, or the older single ``vs_baseline``)."""
+    if summary.get("vs_baselines"):
+        return dict(summary["vs_baselines"])
+    old = summary.get("vs_baseline")
+    return {old["baseline"]: {k: v for k, v in old.items() if k != "baseline"}} if old else {}
+
+
+def _interval_tables(results: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(title, table): each system's headline metrics with their 95% intervals, then per baseline every other
+    system's paired difference to it (all from the same resamples of the test proteins)."""
     systems = results.get("systems", {})
     if not any(s.get("intervals") for s in systems.values()):
-        return None
-    baseline = next((s["vs_baseline"]["baseline"] for s in systems.values() if s.get("vs_baseline")), None)
+        return []
     metrics = [(k, h) for k, h in INTERVAL_METRICS if any(_point(s, k) is not None for s in systems.values())]
-    headers = ["system"] + [h for _, h in metrics]
-    headers += [f"Δ {h} vs {baseline}" for _, h in metrics] if baseline else []
     rows = []
     for name, s in systems.items():
         row = [name]
@@ -158,13 +176,27 @@ def _interval_table(results: Mapping[str, Any]) -> str | None:
             point = _point(s, key)
             row.append("–" if point is None else _fmt(point, key) + (f" [{_fmt(ci[0], key)}, {_fmt(ci[1], key)}]"
                                                                       if ci else ""))
-        if baseline:
-            for key, _ in metrics:
-                d = (s.get("vs_baseline") or {}).get(key)
-                row.append("–" if d is None else f"{_fmt_signed(d['diff'], key)} "
-                                                 f"[{_fmt_signed(d['ci'][0], key)}, {_fmt_signed(d['ci'][1], key)}]")
         rows.append(row)
-    return markdown_table(headers, rows)
+    out = [("", markdown_table(["system"] + [h for _, h in metrics], rows))]
+    baselines: list[str] = []
+    for s in systems.values():
+        baselines += [b for b in _vs_baselines(s) if b not in baselines]
+    for base in baselines:
+        diff_rows = []
+        for name, s in systems.items():
+            diffs = _vs_baselines(s).get(base)
+            if diffs is None:
+                continue
+            cells = []
+            for key, _ in metrics:
+                d = diffs.get(key)
+                cells.append("–" if d is None else f"{_fmt_signed(d['diff'], key)} "
+                                                   f"[{_fmt_signed(d['ci'][0], key)}, {_fmt_signed(d['ci'][1], key)}]")
+            diff_rows.append([name, *cells])
+        if diff_rows:
+            out.append((f"Paired difference to {base}",
+                        markdown_table(["system"] + [f"Δ {h} vs {base}" for _, h in metrics], diff_rows)))
+    return out
 
 
 def _closed_set_table(results: Mapping[str, Any]) -> str | None:
@@ -187,13 +219,19 @@ def report_markdown(results: Mapping[str, Any], plots: Mapping[str, str] | None 
     parts = ["# sepit evaluation report", ""]
     parts += [f"- **{k}**: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]
     parts += ["", "## Model vs baselines", "", markdown_table(headers, rows), ""]
-    intervals = _interval_table(results)
+    intervals = _interval_tables(results)
     if intervals:
-        parts += ["## 95% intervals (bootstrap over test proteins) and paired differences", "", intervals, ""]
+        parts += ["## 95% intervals (bootstrap over test proteins) and paired differences", ""]
+        for title, table in intervals:
+            parts += ([f"### {title}", ""] if title else []) + [table, ""]
     parts += ["## Per task", "", _group_table(results, "by_task", "task"), "",
-              "## Per identity bin to the training set", "", _group_table(results, "by_identity", "identity"), ""]
+              "## Per identity bin to the training set (alignments covering ≥80% of the test protein)", "",
+              _group_table(results, "by_identity", "identity", proteins=True), ""]
     if plots and "identity" in plots:
         parts += [f"![metric per identity bin]({plots['identity']})", ""]
+    if any(s.get("by_local_identity") for s in results.get("systems", {}).values()):
+        parts += ["## By best hit to the training set at any coverage (partial homologs, e.g. a shared domain)", "",
+                  _group_table(results, "by_local_identity", "best hit", proteins=True), ""]
     parts += ["## By structure availability of the test protein", "",
               _group_table(results, "by_structure", "structure"), ""]
     cs = _closed_set_table(results)

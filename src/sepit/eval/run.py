@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from sepit.errors import SepitError
-from sepit.eval.baselines import ClaimOf, nearest_homolog_predictions, prior_predictions
+from sepit.eval.baselines import (
+    NEAREST_HOMOLOG,
+    PRIOR,
+    TOPK_VOTE,
+    ClaimOf,
+    nearest_homolog_predictions,
+    prior_predictions,
+    topk_vote_predictions,
+)
 from sepit.eval.bootstrap import add_intervals
 from sepit.eval.breakdown import evaluate_system
 from sepit.eval.config import EvalConfig, MetricsSection
@@ -31,18 +39,41 @@ log = get_logger(__name__)
 ProteinLookup = Callable[[str], Any]  # protein id → anything sepit.proteins.as_protein accepts
 MODEL = "model"
 MODEL_NO_STRUCTURE = "model (no structure)"
-PRIOR = "prior"
-NEAREST_HOMOLOG = "nearest homolog"
+MODEL_NO_HOMOLOGS = "model (no homologs)"
+
+
+def _pair_key(it: EvalItem) -> str:
+    """Yes/no items come in (yes, no) pairs ``…/yesno/2k`` and ``…/yesno/2k+1``: one key per pair, so a sample
+    keeps both and stays balanced."""
+    head, _, n = it.id.rpartition("/")
+    return f"{head}/{int(n) // 2}" if it.kind == "yesno" and n.isdigit() else it.id
+
+
+def _sample(items: list[EvalItem], n: int) -> list[EvalItem]:
+    """``n`` items spread over proteins and tasks: whole pairs ranked by a hash of their key (the same ``n``
+    always picks the same items)."""
+    if not n or len(items) <= n:
+        return items
+    groups: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(_pair_key(it), []).append(i)
+    keep: set[int] = set()
+    for key in sorted(groups, key=lambda k: hashlib.sha1(k.encode()).hexdigest()):
+        if len(keep) >= n:
+            break
+        keep.update(groups[key])
+    return [it for i, it in enumerate(items) if i in keep]
 
 
 def select_items(items: Sequence[EvalItem], cfg: EvalConfig) -> list[EvalItem]:
-    """Items of the configured kinds and tasks; with ``cfg.limit``, a deterministic sample of that many spread over
-    proteins and tasks (items ranked by a hash of their id, so the same limit always picks the same items)."""
+    """Items of the configured kinds and tasks; with ``cfg.limits`` (per kind) or ``cfg.limit`` (all kinds
+    together), a deterministic sample of that many spread over proteins and tasks, yes/no pairs kept whole."""
     out = [it for it in items if it.kind in cfg.kinds and (not cfg.tasks or it.task in cfg.tasks)]
-    if not cfg.limit or len(out) <= cfg.limit:
-        return out
-    keep = set(sorted(range(len(out)), key=lambda i: hashlib.sha1(out[i].id.encode()).hexdigest())[: cfg.limit])
-    return [it for i, it in enumerate(out) if i in keep]
+    if cfg.limits:
+        picked = {it.id for kind in {it.kind for it in out}
+                  for it in _sample([x for x in out if x.kind == kind], cfg.limits.get(kind, cfg.limit))}
+        return [it for it in out if it.id in picked]
+    return _sample(out, cfg.limit)
 
 
 def make_text_scorer(m: MetricsSection) -> TextScorer:
@@ -63,7 +94,7 @@ def _slug(name: str) -> str:
 
 
 def prediction_fingerprint(model: Any, checkpoint: Any, dataset: Any, cfg: EvalConfig, *,
-                           use_structure: bool = True) -> dict[str, Any]:
+                           use_structure: bool = True, retriever: Any = None) -> dict[str, Any]:
     """The settings a prediction log is tied to (a rerun with other settings is refused, not mixed in).
     The weights' dtype is part of it only when it is not float32, so logs written before precision was a choice
     (all fp32) still resume."""
@@ -73,17 +104,24 @@ def prediction_fingerprint(model: Any, checkpoint: Any, dataset: Any, cfg: EvalC
     dtype = str(getattr(model, "dtype", "torch.float32")).removeprefix("torch.")
     if dtype != "float32":
         fp["dtype"] = dtype
+    if retriever is not None:  # homolog context: its settings and index are part of what the answers depend on
+        import dataclasses
+
+        fp["retrieval"] = {**dataclasses.asdict(retriever.cfg), "index": str(retriever.index.path)}
     return fp
 
 
 def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinLookup, plog: PredictionLog, *,
                        max_new_tokens: int = 128, batch_size: int = 8, use_structure: bool = True,
-                       yesno_likelihood: bool = True, desc: str = MODEL) -> dict[str, Prediction]:
-    """Greedy answers of ``model`` (a ``SepitModel``) for the items not yet in ``plog``; yes/no items also get
-    ``p_yes`` from the answer's first-token likelihood. Each batch is logged as soon as it is done.
+                       yesno_likelihood: bool = True, desc: str = MODEL, retriever: Any = None
+                       ) -> dict[str, Prediction]:
+    """Answers of ``model`` (a ``SepitModel``) for the items not yet in ``plog``. Yes/no items are scored by
+    likelihood alone when ``yesno_likelihood`` (one forward pass: ``p_yes`` from the answer's first token, the
+    answer ``yes`` iff p_yes ≥ 0.5); other items are decoded greedily. Each batch is logged as soon as it is done.
 
-    ``use_structure=False`` gives the model sequences only (the structure ablation at inference).
-    Returns the predictions of ``items`` (old and new).
+    ``use_structure=False`` gives the model sequences only (the structure ablation at inference); ``retriever``
+    (a :class:`sepit.retrieval.retriever.Retriever`) puts each item's homolog context in its prompt, searched for
+    all items at once. Returns the predictions of ``items`` (old and new).
     """
     import torch
 
@@ -97,7 +135,12 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
             cache[pid] = p if use_structure else p.without_structure()
         return cache[pid]
 
+    from sepit.data.instructions.record import with_context
+
     todo = plog.pending(items)
+    contexts: dict[str, str] = {}
+    if retriever is not None and todo:
+        retriever.hits([protein(it.protein_id) for it in todo])  # one MMseqs2 search; batches read the cache
     # Similar lengths together: less padding per batch (the order of the log does not matter).
     todo.sort(key=lambda it: (sum(len(protein(p).sequence) for p in it.all_protein_ids), len(it.question)))
     was_training = model.training
@@ -106,9 +149,19 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
     try:
         for s in range(0, len(todo), batch_size):
             batch = todo[s:s + batch_size]
-            convs = [[{"role": "user", "content": it.question}] for it in batch]
+            if retriever is not None:
+                contexts = dict(zip((it.id for it in batch),
+                                    retriever.contexts([protein(it.protein_id) for it in batch],
+                                                       [it.task for it in batch])))
+            convs = [[{"role": "user", "content": with_context(it.question, contexts.get(it.id, ""))}]
+                     for it in batch]
             prots = [[protein(p) for p in it.all_protein_ids] for it in batch]
-            texts = model.chat(convs, prots, max_new_tokens=max_new_tokens)
+            gen = [i for i, it in enumerate(batch) if not (yesno_likelihood and it.kind == "yesno")]
+            texts = [""] * len(batch)
+            if gen:
+                for i, t in zip(gen, model.chat([convs[i] for i in gen], [prots[i] for i in gen],
+                                                max_new_tokens=max_new_tokens)):
+                    texts[i] = t
             p_yes: list[float | None] = [None] * len(batch)
             yn = [i for i, it in enumerate(batch) if it.kind == "yesno"]
             if yesno_likelihood and yn:
@@ -122,6 +175,8 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
                 probs = probs.tolist()
                 for i, p in zip(yn, probs):
                     p_yes[i] = min(max(float(p), 0.0), 1.0)
+                    if i not in gen:
+                        texts[i] = "yes" if p_yes[i] >= 0.5 else "no"
             plog.append(Prediction(it.id, t.strip(), py) for it, t, py in zip(batch, texts, p_yes))
             bar.update(len(batch))
     finally:
@@ -153,13 +208,37 @@ def build_results(items: Sequence[EvalItem], systems: Mapping[str, Mapping[str, 
     return {"meta": m, "systems": out_systems}
 
 
+def _has_structure(item: EvalItem, proteins: ProteinLookup) -> bool:
+    from sepit.proteins import as_protein
+
+    return any(as_protein(proteins(p)).has_structure for p in item.all_protein_ids)
+
+
+def _vote_hits(items: Sequence[EvalItem], proteins: ProteinLookup | None, hits: Mapping[str, Sequence[Hit]] | None,
+               retriever: Any) -> tuple[int, dict[str, list[Hit]]]:
+    """The hits the top-k vote uses: those the model sees (its retriever: same index, cut-offs and k); without
+    one, the nearest-homolog search's hits within the default retrieval e-value."""
+    if retriever is not None and proteins is not None:
+        from sepit.proteins import as_protein
+
+        ids = sorted({it.protein_id for it in items})
+        found = retriever.hits([as_protein(proteins(p)) for p in ids])
+        return retriever.cfg.k, dict(zip(ids, found))
+    from sepit.retrieval.config import RetrievalConfig
+
+    rc = RetrievalConfig()
+    return rc.k, {q: [h for h in hs if h.evalue is None or h.evalue <= rc.evalue] for q, hs in (hits or {}).items()}
+
+
 def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path, model: Any = None,
              proteins: ProteinLookup | None = None, train_records: Sequence[Mapping[str, Any]] = (),
              hits: Mapping[str, Sequence[Hit]] | None = None, claim_of: ClaimOf | None = None,
              extra: Mapping[str, Mapping[str, Prediction] | Sequence[Prediction]] | None = None,
-             meta: Mapping[str, Any] | None = None, scorer: TextScorer | None = None) -> dict[str, Any]:
-    """The whole evaluation: the model (with, and without, structure), the baselines, any ``extra`` systems (e.g.
-    a second checkpoint's predictions), scored on the same items; writes the report into ``out_dir``.
+             meta: Mapping[str, Any] | None = None, scorer: TextScorer | None = None, retriever: Any = None
+             ) -> dict[str, Any]:
+    """The whole evaluation: the model (with, and without, structure; with ``retriever``, with and without its
+    homolog context), the baselines, any ``extra`` systems (e.g. a second checkpoint's predictions), scored on the
+    same items; writes the report into ``out_dir``.
 
     The model's predictions are logged under ``out_dir/predictions/`` so a rerun skips finished items.
     ``hits`` (test protein → ranked training hits) enables the nearest-homolog baseline; ``train_records`` the
@@ -174,18 +253,23 @@ def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path,
         if proteins is None:
             raise ValueError("evaluating a model needs a protein lookup")
         g = cfg.generation
-        runs = [(MODEL, True)]
+        runs = [(MODEL, True, retriever)]
+        if retriever is not None and g.no_retrieval_ablation:
+            runs.append((MODEL_NO_HOMOLOGS, True, None))
         if g.no_structure_ablation and any(it.has_structure for it in items):
-            runs.append((MODEL_NO_STRUCTURE, False))
-        for name, use_structure in runs:
+            runs.append((MODEL_NO_STRUCTURE, False, retriever))
+        for name, use_structure, ret in runs:
             fp = prediction_fingerprint(model, meta.get("checkpoint", ""), meta.get("dataset", ""), cfg,
-                                        use_structure=use_structure)
+                                        use_structure=use_structure, retriever=ret)
             plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl", fp)
             if len(plog):
                 log.info("%s: %d predictions already done, resuming", name, len(plog))
-            systems[name] = predict_with_model(model, items, proteins, plog, max_new_tokens=g.max_new_tokens,
-                                               batch_size=g.batch_size, use_structure=use_structure,
-                                               yesno_likelihood=g.yesno_likelihood, desc=name)
+            # Without structure, a protein that has none sees exactly the model run's input: reuse its answer.
+            todo = items if use_structure else [it for it in items if _has_structure(it, proteins)]
+            preds = predict_with_model(model, todo, proteins, plog, max_new_tokens=g.max_new_tokens,
+                                       batch_size=g.batch_size, use_structure=use_structure,
+                                       yesno_likelihood=g.yesno_likelihood, desc=name, retriever=ret)
+            systems[name] = {it.id: preds.get(it.id) or systems[MODEL][it.id] for it in items}
     for name, preds in (extra or {}).items():
         systems[name] = preds
     if PRIOR in cfg.baselines.run and train_records:
@@ -195,6 +279,11 @@ def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path,
         systems[NEAREST_HOMOLOG], st = nearest_homolog_predictions(items, train_records, hits, claim_of=claim_of,
                                                                    fallback=cfg.baselines.fallback)
         stats[NEAREST_HOMOLOG] = st.to_dict()
+    if "topk_vote" in cfg.baselines.run and train_records and (retriever is not None or hits is not None):
+        k, vote_hits = _vote_hits(items, proteins, hits, retriever)
+        systems[TOPK_VOTE], st = topk_vote_predictions(items, train_records, vote_hits, k=k, claim_of=claim_of,
+                                                       fallback=cfg.baselines.fallback)
+        stats[TOPK_VOTE] = st.to_dict()
     if not systems:
         raise ValueError("nothing to evaluate: no model, no extra predictions and no baseline inputs")
     meta.setdefault("split", cfg.split)

@@ -27,6 +27,7 @@ from sepit.model.moe import upcycle_to_moe
 from sepit.model.processor import SepitProcessor, add_protein_tokens
 from sepit.model.projector import Projector
 from sepit.model.structure import StructureModule
+from sepit.retrieval.config import RetrievalConfig
 
 log = get_logger(__name__)
 
@@ -40,8 +41,9 @@ def tiny() -> ModelConfig:
 
 
 def default() -> ModelConfig:
-    """ESM-2 t6 8M + SmolLM2-135M-Instruct + all-MiniLM-L6-v2 (``sepit models fetch`` installs them)."""
-    return ModelConfig()
+    """ESM-2 t6 8M + SmolLM2-135M-Instruct + all-MiniLM-L6-v2 (``sepit models fetch`` installs them), with homolog
+    context in its prompts (the paper's prompt: ``retrieval.enabled=false``)."""
+    return ModelConfig(retrieval=RetrievalConfig(enabled=True))
 
 
 def paper(llm: str = "tinyllama") -> ModelConfig:

@@ -5,6 +5,7 @@ DIR/model.safetensors     every weight (tied weights stored once)
 DIR/sepit_config.json     format, sepit version, the full ModelConfig, base checkpoints, sizes, parameter counts
 DIR/plm/                  the ESM config.json + tokenizer files
 DIR/llm/                  the LLM config.json + generation_config.json + tokenizer (with the protein tokens)
+DIR/retrieval/            models with homolog context: their retrieval index (sepit.retrieval.index), hard-linked
 ```
 """
 
@@ -30,6 +31,7 @@ FORMAT = "sepit-model"
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 CONFIG = "sepit_config.json"
+RETRIEVAL = "retrieval"  # the homolog-context index (models with retrieval.enabled)
 REQUIRED = (WEIGHTS, CONFIG, "plm/config.json", "llm/config.json")
 
 #: Config fields that change the architecture or the weights' meaning; a checkpoint and a config that disagree on
@@ -120,6 +122,11 @@ def save_model(model, directory: str | Path, weights: dict[str, torch.Tensor] | 
         if model.llm.generation_config is not None:
             model.llm.generation_config.save_pretrained(tmp / "llm")
         model.processor.llm_tokenizer.save_pretrained(tmp / "llm")
+        index = getattr(model, "retrieval_index", None)
+        if index is not None and model.config.retrieval.enabled:  # self-contained: answers need only this folder
+            from sepit.retrieval.index import copy_index
+
+            copy_index(index, tmp / RETRIEVAL)
         write_json(tmp / CONFIG, record)  # last: a directory with a config has everything
     log.info("saved model to %s", directory)
     return directory
@@ -195,6 +202,8 @@ def load_model(directory: str | Path, expect: ModelConfig | None = None, *, devi
     sources = {"plm": record["plm"]["source"], "llm": record["llm"]["source"], "text_hidden_size": text_hidden}
     model = assemble(cfg, esm, llm, plm_tok, llm_tok, text_hidden, sources=sources)
     load_weights(model, d / WEIGHTS, device=device, against="the recorded architecture")
+    if (d / RETRIEVAL).is_dir():
+        model.retrieval_index = d / RETRIEVAL
     return model.to(device)
 
 

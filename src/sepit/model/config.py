@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sepit.config import config_kind
+from sepit.retrieval.config import RetrievalConfig
 
 TINY = "tiny"
 
@@ -89,6 +90,7 @@ class ModelConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)  # homolog context (off: the paper's prompt)
     tiny: TinySizes = field(default_factory=TinySizes)
 
     def __post_init__(self) -> None:

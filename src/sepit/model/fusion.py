@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -64,6 +65,9 @@ class SepitModel(nn.Module):
         self.processor = processor
         self.config = config
         self.sources = dict(sources or {})
+        # The retrieval index the model's homolog context comes from (``retrieval.enabled``): set by training (the
+        # dataset's index) and by load_model (the checkpoint's copy); save_model copies it into the checkpoint.
+        self.retrieval_index: Path | None = None
 
     # ---- proteins -------------------------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:

@@ -5,6 +5,9 @@ torch-free :mod:`sepit.precisions` (the command line offers them without importi
     dtype = inference_dtype("auto", "cpu")   # bf16 on CPUs with AMX / AVX512-BF16, else fp32
     cast_parameters(model, dtype)            # what SepitModel.to_precision does
     amp = autocast_dtype("auto", device)     # training: bf16 autocast on CUDA with bf16, else None (fp32)
+
+Training on a CPU stays in fp32 under ``auto``: ``python -m benchmarks train_precision`` measures fp32 against bf16
+autocast step by step on the same batches (figures: docs/benchmarks.md, section 6; docs/architecture.md, Training).
 """
 
 from __future__ import annotations
@@ -52,7 +55,12 @@ def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype:
 
 def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
     """The training loop's autocast dtype: bf16 where the hardware has it (``auto``: CUDA with bf16), None (fp32,
-    no autocast) otherwise; never fp16. Unlike :func:`inference_dtype`, ``auto`` stays fp32 on every CPU."""
+    no autocast) otherwise; never fp16. The master weights and the AdamW state stay fp32 either way.
+
+    Unlike :func:`inference_dtype`, ``auto`` stays fp32 on every CPU, native bf16 or not: on a 2-core AMD EPYC
+    without AMX / AVX512-BF16, bf16 autocast made stage-1 steps 10× and stage-2 steps 7× slower (bf16 matmuls are
+    emulated there), and no CPU with native bf16 has measured a gain yet (``python -m benchmarks train_precision``
+    measures one; ``precision: bf16`` asks for bf16 autocast on any device)."""
     check_precision(precision)
     if precision == "fp32":
         return None

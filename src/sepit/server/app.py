@@ -5,13 +5,23 @@ Endpoints
   GET  /health           {"status": "ok", model, running, queued, limits}
   GET  /v1/limits        the limits below, as JSON
   GET  /v1/questions     the standard annotation question set
-  POST /v1/parse         JSON {sequence | structure{filename, content_base64}, chain?} → the protein chains found
+  POST /v1/parse         JSON {sequence | structure{filename, content_base64}, chain?} → {"proteins": the protein
+                         chains found, in file order; "default": the index of the one used when no chain is named}
   POST /v1/ask           JSON {sequence | structure, chain?, question, history?, max_new_tokens?, temperature?,
-                         stream?} → {"answer", ...}; with stream=true a text/event-stream of ``token`` events
-                         ({"text"}) then one ``done`` ({"answer", ...}) or ``error`` ({"detail"}) event
+                         stream?} → {"answer", "protein", "model", "seconds", "homologs"?}; with stream=true a
+                         text/event-stream: one ``start`` ({"protein", "model"}), one ``homologs`` ({"homologs"})
+                         when the model has them, ``token`` events ({"text"}), then one ``done`` ({"answer",
+                         "protein", "seconds"}) or ``error`` ({"detail"}) event
   POST /v1/ask/upload    the same as multipart form fields with a ``file`` part (for curl -F)
   POST /v1/annotate      JSON {proteins: [{sequence | structure, chain?}], questions?: [keys], max_new_tokens?}
   GET  /docs, /openapi.json   OpenAPI documentation
+
+A structure upload without ``chain`` stands for its longest protein chain (ties: the first in file order), chosen by
+:func:`sepit.proteins.default_protein` as in the API and CLI. The prompt is ``ProteinQA.conversations`` (with the
+model's homolog context, where it has one) and ``homologs`` lists the retrieved homologs whose annotations went into
+it (``ProteinQA.homologs``): each {"id", "identity" and "coverage" (fractions 0–1), "evalue", "annotation"}, null
+where unknown. An empty list means retrieval found none; the field (and the ``homologs`` event) is absent when the
+model answers without homolog context.
 
 Limits (defaults; ``sepit serve --help`` changes them; every limit and its check is in :mod:`sepit.server.limits`)
   request body 8 MiB (413); structure upload 5 MiB as sent and 64 MiB unpacked (413); sequence ≤ 1022 residues,
@@ -33,6 +43,7 @@ import base64
 import binascii
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -50,7 +61,7 @@ from sepit.annotate import Question, annotate_proteins, load_questions
 from sepit.api import ProteinQA
 from sepit.errors import GenerationStopped, SepitError, UploadTooLarge
 from sepit.log import get_logger
-from sepit.proteins import Protein, conversation, protein_from_sequence, protein_from_upload
+from sepit.proteins import Protein, conversation, default_protein, protein_from_sequence, protein_from_upload
 from sepit.server.gate import GenerationGate, QueueFull
 from sepit.server.limits import BodyLimit, LimitExceeded, ServerLimits
 
@@ -69,7 +80,8 @@ class StructureIn(BaseModel):
 class ProteinIn(BaseModel):
     sequence: str | None = Field(None, description="amino-acid sequence (one-letter codes)")
     structure: StructureIn | None = Field(None, description="an uploaded PDB / mmCIF / AlphaFold file")
-    chain: str | None = Field(None, max_length=8, description="chain of the structure (default: the first)")
+    chain: str | None = Field(None, max_length=8, description="chain of the structure (default: the longest "
+                              "protein chain, the first of equally long ones)")
 
 
 class Message(BaseModel):
@@ -134,6 +146,11 @@ class Service:
             self.limits.check_protein(prot.id, len(prot))
         return prots
 
+    async def one_protein(self, p: ProteinIn) -> Protein:
+        """The protein a request stands for: the named chain, else :func:`default_protein` (the longest chain)."""
+        prots = await self.read_protein(p)
+        return default_protein(prots, f"upload {prots[0].source!r}")
+
     def decode_upload(self, b64: str) -> bytes:
         self.limits.check_upload_base64(b64)
         try:
@@ -144,12 +161,24 @@ class Service:
             raise _fail(422, "structure upload is empty")
         return data
 
-    def conversation(self, req: AskIn) -> list[dict[str, str]]:
+    def check_chat(self, req: AskIn) -> None:
+        """422 for a question or history over the limits or malformed (before the request waits for a slot)."""
         self.limits.check_chat(req.question, [m.content for m in req.history])
         try:
-            return conversation(req.question, [m.model_dump() for m in req.history])
+            conversation(req.question, [m.model_dump() for m in req.history])
         except SepitError as e:
             raise _fail(422, str(e)) from None
+
+    def prompt(self, protein: Protein, req: AskIn) -> tuple[list[dict[str, str]], list[dict[str, Any]] | None]:
+        """The chat the model answers and the homologs whose annotations are in it, as JSON-ready rows (None when
+        the model answers without homolog context). Runs on a generation thread: retrieval searches an index."""
+        history = [m.model_dump() for m in req.history]
+        build = getattr(self.qa, "conversations", None)  # with the model's homolog context, where it has one
+        conv = (build([protein], [req.question], [history])[0] if build is not None
+                else conversation(req.question, history))
+        find = getattr(self.qa, "homologs", None)
+        found = find(protein, req.question) if find is not None else None
+        return conv, (None if found is None else [_homolog_row(h) for h in found])
 
     # ---- generations
     def admit(self) -> Any:
@@ -179,23 +208,31 @@ class Service:
 
     async def answer(self, req: AskIn) -> Any:
         n = self.limits.new_tokens(req.max_new_tokens, req.temperature)
-        conv = self.conversation(req)
-        protein = (await self.read_protein(req))[0]
+        self.check_chat(req)
+        protein = await self.one_protein(req)
         ticket = self.admit()
         if req.stream:
-            return _GatedStream(self.stream_answer(ticket, protein, conv, n, req.temperature), ticket)
+            return _GatedStream(self.stream_answer(ticket, protein, req, n), ticket)
+
+        def job(stop: Callable[[], bool]) -> tuple[str, list[dict[str, Any]] | None]:
+            conv, homologs = self.prompt(protein, req)
+            text = self.qa.generate([protein], [conv], max_new_tokens=n, temperature=req.temperature,
+                                    should_stop=stop)[0]
+            return text, homologs
+
         t0 = time.perf_counter()
         try:
             async with ticket:
-                text = (await self.run(lambda stop: self.qa.generate(
-                    [protein], [conv], max_new_tokens=n, temperature=req.temperature, should_stop=stop)))[0]
+                text, homologs = await self.run(job)
         finally:
             ticket.release()
-        return {"answer": text, "protein": protein.summary(), "model": self.qa.name,
-                "seconds": round(time.perf_counter() - t0, 3)}
+        out = {"answer": text, "protein": protein.summary(), "model": self.qa.name,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        if homologs is not None:
+            out["homologs"] = homologs
+        return out
 
-    async def stream_answer(self, ticket: Any, protein: Protein, conv: list[dict[str, str]], n: int,
-                            temperature: float) -> AsyncIterator[str]:
+    async def stream_answer(self, ticket: Any, protein: Protein, req: AskIn, n: int) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
@@ -207,8 +244,11 @@ class Service:
                 yield _sse("start", {"protein": protein.summary(), "model": self.qa.name})
 
                 def job() -> str:
+                    conv, homologs = self.prompt(protein, req)
+                    if homologs is not None:  # before the first token: the page shows them while the answer streams
+                        loop.call_soon_threadsafe(events.put_nowait, ("homologs", homologs))
                     return self.qa.generate(
-                        [protein], [conv], max_new_tokens=n, temperature=temperature,
+                        [protein], [conv], max_new_tokens=n, temperature=req.temperature,
                         on_text=lambda _i, t: loop.call_soon_threadsafe(events.put_nowait, ("text", t)),
                         should_stop=lambda: stop.is_set() or self.stop_all.is_set())[0]
 
@@ -230,6 +270,9 @@ class Service:
                         break
                     if kind == "text":
                         yield _sse("token", {"text": val})
+                        continue
+                    if kind == "homologs":
+                        yield _sse("homologs", {"homologs": val})
                         continue
                     exc = fut.exception()
                     if exc is None:
@@ -296,7 +339,9 @@ v1 = APIRouter(prefix="/v1")
 async def parse(req: ProteinIn, svc: Svc) -> dict[str, Any]:
     """Read a sequence or structure upload and list the protein chains in it (no generation)."""
     prots = await svc.read_protein(req)
-    return {"proteins": [{**p.summary(), "sequence": p.sequence} for p in prots]}
+    chosen = default_protein(prots, f"upload {prots[0].source!r}")
+    return {"proteins": [{**p.summary(), "sequence": p.sequence} for p in prots],
+            "default": next(i for i, p in enumerate(prots) if p is chosen)}
 
 
 @v1.post("/ask")
@@ -330,7 +375,7 @@ async def annotate(req: AnnotateIn, svc: Svc) -> dict[str, Any]:
     if unknown:
         raise _fail(422, f"unknown question keys {unknown} (known: {', '.join(by_key)})")
     chosen = [by_key[k] for k in req.questions] if req.questions else svc.questions
-    proteins = [(await svc.read_protein(p))[0] for p in req.proteins]
+    proteins = [await svc.one_protein(p) for p in req.proteins]
     ticket = svc.admit()
     t0 = time.perf_counter()
     try:
@@ -408,6 +453,17 @@ async def _settle(fut: asyncio.Future) -> None:
         await asyncio.shield(fut)
     except BaseException:  # noqa: BLE001 - the request has already been answered
         pass
+
+
+def _homolog_row(h: Any) -> dict[str, Any]:
+    """One homolog as the API gives it: {"id", "identity", "coverage", "evalue", "annotation"}; numbers are plain
+    floats (numpy scalars are not JSON), null where unknown or not finite (JSON has no inf / NaN)."""
+    return {"id": str(h["id"]), "identity": _number(h.get("identity")), "coverage": _number(h.get("coverage")),
+            "evalue": _number(h.get("evalue")), "annotation": str(h.get("annotation") or "")}
+
+
+def _number(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

@@ -78,6 +78,13 @@ def write_fasta(records: Iterable[tuple[str, str]], path: str | Path, width: int
     return n
 
 
+def createdb(fasta: str | Path, db: str | Path) -> Path:
+    """``mmseqs createdb``: a target database of ``fasta`` at ``db`` (a path prefix; its folder must exist), searched
+    without re-reading the FASTA each time."""
+    _run([mmseqs_binary(), "createdb", str(_check_fasta(fasta)), str(db), "-v", "1"])
+    return Path(db)
+
+
 def _check_fasta(path: str | Path) -> Path:
     p = Path(path)
     if not p.is_file():

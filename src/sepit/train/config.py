@@ -1,7 +1,9 @@
 """The training config: a stage is data + trainable groups with learning rates + losses, all declared here.
 
 Parameter groups are the model's named groups (``plm, structure, heads, projector, llm, experts, router``): a group
-listed in ``lr`` trains at that learning rate, every other group is frozen.
+listed in ``lr`` trains at that learning rate, every other group is frozen. With ``lora.rank`` > 0 the LLM's own
+weights stay frozen and LoRA adapters on its attention projections train at ``lr.llm`` instead (see
+:meth:`TrainConfig.trainable`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,33 @@ class DistributedSection:
 
 
 @dataclass
+class LoraSection:
+    """LoRA adapters on the LLM (needs ``peft``: ``pip install 'sepit[lora]'``); ``rank`` 0 (the default) = off, full
+    fine-tuning of the groups in ``lr``.
+
+    With ``rank`` > 0, every LLM linear layer whose name ends in one of ``targets`` gets a low-rank update
+    ``(alpha / rank) · B A`` (``dropout`` on its input); the adapters train at ``lr.llm`` while the LLM's own
+    weights stay frozen (MoE experts and routers, other groups: as ``lr`` says). Checkpoints hold the merged weights,
+    so a saved model is a plain sepit model that loads without peft.
+    """
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def __post_init__(self) -> None:
+        if self.rank < 0:
+            raise ValueError(f"lora.rank must be >= 0 (0 = off), got {self.rank}")
+        if self.alpha <= 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.rank and not self.targets:
+            raise ValueError("lora.targets is empty: name the LLM linear layers to adapt (e.g. q_proj, v_proj)")
+
+
+@dataclass
 class TrainConfig:
     """One training stage. ``stage``: 0 warm-up (contrastive + denoise + MLM), 1 captions, 2 MoE QA."""
 
@@ -72,6 +101,7 @@ class TrainConfig:
     grad_checkpointing: bool = False
     length_grouping: bool = True
     distributed: DistributedSection = field(default_factory=DistributedSection)
+    lora: LoraSection = field(default_factory=LoraSection)
 
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2):
@@ -85,6 +115,16 @@ class TrainConfig:
             raise ValueError("batch_size and grad_accum must be >= 1")
         if not 0.0 <= self.structure_dropout <= 1.0:
             raise ValueError("structure_dropout must be in [0, 1]")
+        if self.lora.rank and "llm" not in self.lr:
+            raise ValueError(f"lora.rank={self.lora.rank} adapts the LLM, but lr has no llm rate for the adapters"
+                             f"{' (stage 0 does not run the LLM)' if self.stage == 0 else ''}")
+
+    def trainable(self) -> dict[str, float]:
+        """Parameter group → learning rate of what trains: ``lr``, except that with LoRA (``lora.rank`` > 0) the
+        ``llm`` rate goes to the adapters (group ``lora``) and the LLM's own weights stay frozen."""
+        if not self.lora.rank:
+            return dict(self.lr)
+        return {("lora" if g == "llm" else g): v for g, v in self.lr.items()}
 
 
 config_kind("train")(TrainConfig)

@@ -3,7 +3,8 @@
 A stage (``TrainConfig``) declares its data, the parameter groups that train and their learning rates, and its
 losses; this loop does the rest: trainable set (logged), AdamW, warm-up + cosine schedule, gradient accumulation,
 data parallelism under torchrun (DDP arithmetic, or FSDP sharding: ``distributed.strategy``), NaN guard, metrics
-log, progress bar, atomic checkpoints (one format whatever the strategy) and exact resume.
+log, progress bar, atomic checkpoints (one format whatever the strategy) and exact resume. With LoRA
+(``lora.rank`` > 0, see :mod:`sepit.train.lora`) the adapters train and checkpoints hold the merged weights.
 
     result = train(load_config("src/sepit/configs/train/stage1_tiny.yaml", TrainConfig), resume=True)
 """
@@ -28,7 +29,7 @@ from sepit.errors import SepitError
 from sepit.log import get_logger, progress
 from sepit.model.checkpoint import save_model
 from sepit.train import distributed as dist
-from sepit.train import fsdp
+from sepit.train import fsdp, lora
 from sepit.train.batching import Item, epoch_batches, shard, steps_per_epoch
 from sepit.train.config import TrainConfig
 from sepit.train.schedule import lr_factor
@@ -76,6 +77,8 @@ def describe_trainable(model: nn.Module, opt_groups: list[dict[str, Any]]) -> st
     lines = [f"{'group':<10} {'tensors':>7} {'params':>13}  lr"]
     total = trainable = 0
     for name, params in model.param_groups().items():
+        if name == "lora" and not params:
+            continue  # no LoRA in this run
         n = sum(p.numel() for _, p in params)
         total += n
         trainable += n if name in lrs else 0
@@ -127,7 +130,9 @@ def _write_checkpoint(model, weights, opt_state, state: dict[str, Any], ckpt_roo
     Returns why the write failed (``disk full``, the OS error), or None."""
     try:
         with atomic_dir(ckpt_root / name) as tmp:
-            save_model(model, tmp / "model", weights)
+            with lora.merged(model):  # LoRA: a plain model with the adapters merged in
+                save_model(model, tmp / "model", weights)
+            lora.save_state(model, tmp)  # LoRA: its layers' own state, for an exact resume
             save_trainer_state(tmp, opt_state, state)
         with atomic_write(ckpt_root / "latest") as f:
             f.write(name + "\n")
@@ -141,16 +146,20 @@ def _write_checkpoint(model, weights, opt_state, state: dict[str, Any], ckpt_roo
 
 def _load_weights(model: nn.Module, start: Path) -> None:
     """Load a checkpoint's weights into the (unsharded) model, strictly: one loader for every checkpoint, see
-    :func:`sepit.model.checkpoint.load_weights`."""
+    :func:`sepit.model.checkpoint.load_weights`. With LoRA, the merged weights fill everything but the LoRA layers,
+    whose own state (base weights, adapters) comes from the checkpoint's ``lora.safetensors``."""
     from sepit.model.checkpoint import WEIGHTS, load_weights
 
-    load_weights(model, start / "model" / WEIGHTS, against="this run's model")
+    with lora.merged(model):
+        load_weights(model, start / "model" / WEIGHTS, against="this run's model")
+    lora.load_state(model, start)
 
 
 # ---- precision ------------------------------------------------------------------------------------------------------
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where the hardware has it (CUDA with bf16), fp32 (None) otherwise; never fp16. See
-    :func:`sepit.model.precision.autocast_dtype`, which holds every precision rule."""
+    """bf16 autocast where the hardware has it (CUDA with bf16; on CPUs only when asked for with ``bf16``), fp32
+    (None) otherwise; never fp16. See :func:`sepit.model.precision.autocast_dtype`, which holds every precision rule
+    (and the CPU measurement behind it)."""
     from sepit.model.precision import autocast_dtype as _autocast_dtype
 
     return _autocast_dtype(precision, device)
@@ -202,8 +211,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
     runner = make_runner(cfg, model=model, device=device)
     if items is None:
         items = runner.load_items()
-    opt_groups = set_trainable(runner.model, cfg.lr)
+    opt_groups = set_trainable(runner.model, cfg.trainable())
     strategy = dist.resolve_strategy(cfg.distributed.strategy, world)
+    if cfg.lora.rank and strategy == "fsdp":
+        raise SepitError("lora with distributed.strategy=fsdp is not supported (LoRA's trainable state is small): "
+                         "use distributed.strategy=ddp")
     plan = _plan(cfg, runner, items, world, strategy, device)
     if dist.is_main():
         _log_plan(cfg, plan, describe_trainable(runner.model, opt_groups))
@@ -272,7 +284,7 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
     if plan["strategy"] == "fsdp":
         fsdp.shard_model(model, device, mp_dtype=amp, reshard_after_forward=cfg.distributed.reshard_after_forward,
                          replicate_encoder=runner.use_cache)
-        opt_groups = set_trainable(model, cfg.lr)  # the same set, now the sharded parameters that replaced them
+        opt_groups = set_trainable(model, cfg.trainable())  # the same set, now the sharded parameters
     opt = make_optimizer(opt_groups, cfg.weight_decay)
     step, losses = 0, []
     if start is not None:
@@ -379,7 +391,8 @@ def _finish(run: _Run) -> TrainResult:
         if run.saved_step == step:
             _link_tree(run.out_dir / "checkpoints" / f"step-{step:07d}" / "model", final)  # holds these weights
         else:
-            save_model(model, final, weights)
+            with lora.merged(model):
+                save_model(model, final, weights)
         summary = {"steps": step, "first_loss": losses[0] if losses else None,
                    "last_loss": losses[-1] if losses else None, "items": len(run.items),
                    "valid_loss": valid_loss, "final": str(final)}
@@ -421,6 +434,8 @@ def _config_hash(cfg: TrainConfig) -> str:
     # "distributed": a run may resume under another strategy (the checkpoint format is the same)
     for k in ("max_steps", "save_every", "log_every", "keep_checkpoints", "distributed"):
         d.pop(k, None)
+    if not cfg.lora.rank:
+        d.pop("lora", None)  # runs without LoRA hash as before the section existed
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

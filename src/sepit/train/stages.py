@@ -213,6 +213,43 @@ class ChatRunner(StageRunner):
         return Item(rec.id, proteins, messages=tuple(rec.messages), task=rec.task, length=length,
                     protein_ids=tuple(rec.protein_ids))
 
+    def load_items(self) -> list[Item]:
+        items = super().load_items()
+        rc = self.model.config.retrieval
+        if rc.enabled:
+            items = self._with_homologs(items, rc.train_max_identity)
+            self._valid = self._with_homologs(self._valid, 1.0)
+        return items
+
+    def _with_homologs(self, items: list[Item], max_identity: float) -> list[Item]:
+        """Items whose first user turn carries the homolog context of their protein (the model's retrieval
+        settings, the dataset's training-split index): one MMseqs2 search for all their proteins. Training items
+        leave out hits above ``max_identity`` (and always the protein itself); the model then records the index, so
+        its checkpoints carry it."""
+        import dataclasses
+
+        from sepit.data.instructions.record import add_context
+        from sepit.retrieval.index import RetrievalIndex
+        from sepit.retrieval.retriever import Retriever
+
+        if not items:
+            return items
+        path = Path(self.cfg.data.dir) / "index"
+        if not (path / "index.json").is_file():
+            raise SepitError(f"{self.cfg.data.dir}: the model uses homolog context (retrieval.enabled) but the "
+                             "dataset has no retrieval index; rebuild it with `sepit data build`, or train without "
+                             "it (model_overrides=[retrieval.enabled=false])")
+        retriever = Retriever(RetrievalIndex.load(path), self.model.config.retrieval, max_identity=max_identity)
+        ds = self._dataset()  # whole sequences, as inference searches them (items hold cropped ones)
+        queries = [Protein(ds.protein_info(i.protein_ids[0])["sequence"], id=i.protein_ids[0]) for i in items]
+        contexts = retriever.contexts(queries, [i.task for i in items])
+        self.model.retrieval_index = path
+        with_hits = sum(not c.endswith("none found.") for c in contexts)
+        log.info(f"homolog context for {len(items)} items: {with_hits} with hits (max identity {max_identity:g}; "
+                 f"index {path}, {len(retriever.index)} proteins)")
+        return [dataclasses.replace(i, messages=tuple(add_context(i.messages, c)), length=i.length + len(c) // 4)
+                for i, c in zip(items, contexts)]
+
     def prepare(self, items: list[Item]) -> None:
         self.use_cache = self._caches_encoder()
         if self.use_cache:
@@ -291,7 +328,8 @@ class ChatRunner(StageRunner):
 
 
 def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device) -> StageRunner:
-    """Build or load the model for a stage: ``init_from`` (a previous stage) or the ``model`` preset/config."""
+    """Build or load the model for a stage: ``init_from`` (a previous stage) or the ``model`` preset/config; then
+    upcycle it (stage 2) and add LoRA adapters (``lora.rank`` > 0) as the stage asks."""
     from sepit.model import build_model, load_model
 
     if model is None:
@@ -308,6 +346,12 @@ def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device)
                 model.config, moe=dataclasses.replace(model.config.moe, num_experts=cfg.upcycle_experts))
         model.upcycle()
         log.info(f"stage 2: LLM upcycled to a mixture of {cfg.upcycle_experts} experts (top-1)")
+    if cfg.lora.rank:  # after upcycling: the experts are copies of plain FFNs (LoRA adapts attention by default)
+        from sepit.train.lora import add_lora
+
+        add_lora(model.llm, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets)
+        log.info(f"stage {cfg.stage}: LoRA rank {cfg.lora.rank} on the LLM's {', '.join(cfg.lora.targets)}; its own "
+                 "weights stay frozen")
     if cfg.grad_checkpointing:
         enable = getattr(model.llm, "activation_checkpointing_enable", None) or model.llm.gradient_checkpointing_enable
         enable()

@@ -51,6 +51,29 @@ def protein_turn(text: str, n_proteins: int = 1) -> str:
     return PROTEIN_MARKER * n_proteins + "\n" + text
 
 
+def with_context(text: str, context: str) -> str:
+    """A user turn with a context block (e.g. retrieved homologs) put after its protein marker line, before the
+    question: ``<protein>\n{context}\n{question}``. An empty ``context`` leaves ``text`` unchanged (the paper's
+    prompt)."""
+    if not context:
+        return text
+    head, sep, rest = text.partition("\n")
+    if sep and head and not head.replace(PROTEIN_MARKER, ""):
+        return f"{head}\n{context}\n{rest}"
+    return f"{context}\n{text}"
+
+
+def add_context(messages: tuple[dict[str, str], ...] | list[dict[str, str]], context: str) -> list[dict[str, str]]:
+    """``messages`` with :func:`with_context` applied to the first user turn."""
+    out, done = [], False
+    for m in messages:
+        if not done and m["role"] == "user":
+            m = {**m, "content": with_context(m["content"], context)}
+            done = True
+        out.append(dict(m))
+    return out
+
+
 def conversation(question: str, answer: str, n_proteins: int = 1) -> tuple[dict[str, str], ...]:
     """User turn = :func:`protein_turn` of the question; assistant turn = the answer."""
     return ({"role": "user", "content": protein_turn(question, n_proteins)}, {"role": "assistant", "content": answer})

@@ -1,10 +1,14 @@
 // The sepit web page: pick a protein (sequence or structure file), see it in 3D, chat about it, annotate it.
 // Talks only to this server's /v1 API (see /docs). No build step, no framework; 3Dmol.js draws the structure.
+// Text from the server or a file is only ever set as textContent / attributes, never parsed as HTML.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { protein: null, fileText: null, fileFormat: null, history: [], viewer: null, busy: false };
+const state = { protein: null, fileText: null, fileFormat: null, history: [], viewer: null, busy: false,
+                drawnText: null, defaultChain: null, view: null };
 window.sepit = state; // for debugging and the end-to-end test
+// What the 3D view shows (read-only, for the end-to-end test): {chain, center: [x, y, z] Å}, null before a structure.
+Object.defineProperty(window, "sepitView", { get: () => state.view });
 
 async function api(path, body) {
   const r = await fetch(path, body === undefined ? {} : {
@@ -68,6 +72,8 @@ function currentInput() {
   return null;
 }
 
+const chainOf = (p) => (p.id.includes(":") ? p.id.split(":").pop() : "");
+
 async function loadProtein(keepChain) {
   const input = currentInput();
   if (!input) { info("Paste a sequence or drop a structure file first.", true); return; }
@@ -76,20 +82,24 @@ async function loadProtein(keepChain) {
   try {
     const res = await api("/v1/parse", input);
     const prots = res.proteins;
+    // Without a named chain the server uses the longest one (res.default); the selector starts on the same chain.
+    const p = prots[res.default || 0];
     const sel = $("chain");
     if (!keepChain) {
-      sel.innerHTML = "";
-      for (const p of prots) {
-        const c = p.id.includes(":") ? p.id.split(":").pop() : "";
-        if (c) sel.add(new Option(`${c} (${p.length} aa)`, c));
-      }
+      sel.replaceChildren();
+      for (const q of prots) if (chainOf(q)) sel.add(new Option(`${chainOf(q)} (${q.length} aa)`, chainOf(q)));
+      sel.value = chainOf(p);
+      state.defaultChain = chainOf(p) || null;
     }
     sel.disabled = sel.options.length < 2;
-    const p = prots[0];
     state.protein = input.structure ? { structure: input.structure, chain: keepChain ? input.chain : (sel.value || null) }
                                     : { sequence: input.sequence };
-    info(`${p.id} · ${p.length} residues · ${p.has_structure ? p.residues_with_coords + " with Cα coordinates"
-                                                              : "no structure (sequence only)"}`);
+    let text = `${p.id} · ${p.length} residues · ${p.has_structure ? p.residues_with_coords + " with Cα coordinates"
+                                                                  : "no structure (sequence only)"}`;
+    if (sel.options.length > 1 && state.protein.chain === state.defaultChain) {
+      text += ` · the longest of ${sel.options.length} chains (pick another above)`;
+    }
+    info(text);
     draw(state.protein.chain);
     resetChat();
     $("ask").disabled = false;
@@ -106,8 +116,10 @@ async function loadProtein(keepChain) {
 function draw(chain) {
   const el = $("viewer");
   el.dataset.rendered = "0";
+  state.view = null;
   if (!state.fileText) {
     if (state.viewer) { state.viewer.clear(); state.viewer.render(); }
+    state.drawnText = null;
     el.querySelector(".placeholder")?.remove();
     el.insertAdjacentHTML("beforeend", '<div class="placeholder">No structure: sequence only.</div>');
     return;
@@ -116,15 +128,27 @@ function draw(chain) {
   if (typeof $3Dmol === "undefined") { info("3D viewer failed to load", true); return; }
   if (!state.viewer) state.viewer = $3Dmol.createViewer(el, { backgroundColor: "white", antialias: true });
   const v = state.viewer;
-  v.clear();
-  v.addModel(state.fileText, state.fileFormat);
-  v.setStyle({}, { cartoon: { color: "lightgrey", opacity: 0.6 } });
-  const sel = chain ? { chain } : {};
-  v.setStyle(sel, { cartoon: { color: "spectrum" } });
-  v.addStyle({ ...sel, hetflag: true }, { stick: { radius: 0.2 } });
-  v.zoomTo(sel);
+  if (state.drawnText !== state.fileText) { // a new file; a new chain of the same file only refocuses
+    v.clear();
+    v.addModel(state.fileText, state.fileFormat);
+    state.drawnText = state.fileText;
+  }
+  focusChain(v, chain);
   v.render(() => { el.dataset.rendered = "1"; });
   el.dataset.rendered = "1";
+}
+
+// The chosen chain in colour, centred and filling the frame; the other chains stay as dim grey context.
+function focusChain(v, chain) {
+  let sel = chain ? { chain } : {};
+  if (chain && v.selectedAtoms(sel).length === 0) sel = {}; // a chain the viewer cannot find: frame the whole file
+  v.setStyle({}, { cartoon: { color: "lightgrey", opacity: 0.45 } });
+  v.setStyle(sel, { cartoon: { color: "spectrum" } });
+  v.addStyle({ ...sel, hetflag: true }, { stick: { radius: 0.2 } });
+  v.resize(); // the frame may have changed size since the viewer was made
+  v.zoomTo(sel); // centre on the chain's atoms and zoom to its extent
+  const at = v.getView(); // the model is shifted by minus the centre
+  state.view = Object.freeze({ chain: sel.chain || null, center: Object.freeze([-at[0], -at[1], -at[2]]) });
 }
 
 // ---- chat --------------------------------------------------------------------------------------------------
@@ -167,7 +191,8 @@ async function ask(question) {
       while ((cut = buf.indexOf("\n\n")) >= 0) {
         const ev = parseEvent(buf.slice(0, cut));
         buf = buf.slice(cut + 2);
-        if (ev.event === "token") { answer += ev.data.text; out.textContent = answer; }
+        if (ev.event === "homologs") out.after(homologTable(ev.data.homologs || []));
+        else if (ev.event === "token") { answer += ev.data.text; out.textContent = answer; }
         else if (ev.event === "done") { answer = ev.data.answer; out.textContent = answer || "(empty answer)"; }
         else if (ev.event === "error") throw new Error(ev.data.detail);
       }
@@ -181,6 +206,65 @@ async function ask(question) {
     state.busy = false;
     $("ask").disabled = false;
   }
+}
+
+// ---- provenance: the retrieved homologs whose annotations went into the model's prompt ------------------------
+const UNIPROT_AC = /^(?:[OPQ][0-9][A-Z0-9]{3}[0-9]|[A-NR-Z][0-9](?:[A-Z][A-Z0-9]{2}[0-9]){1,2})(?:-[0-9]+)?$/;
+const NOTE_CHARS = 80;
+
+function percent(x) { return Number.isFinite(x) ? `${(100 * x).toFixed(0)}%` : "–"; }
+
+function evalueText(e) {
+  if (e === null || e === undefined || !Number.isFinite(e)) return "–";
+  return e === 0 ? "0" : e < 0.01 ? e.toExponential(1) : e.toPrecision(2);
+}
+
+function homologTable(rows) {
+  const box = document.createElement("div");
+  box.className = "homologs";
+  const title = document.createElement("div");
+  title.className = "homologs-title";
+  title.textContent = "Homologs in the model's prompt";
+  box.appendChild(title);
+  if (!rows.length) {
+    const none = document.createElement("div");
+    none.className = "homologs-none";
+    none.textContent = "no homologs found";
+    box.appendChild(none);
+    return box;
+  }
+  const table = document.createElement("table");
+  const head = table.createTHead().insertRow();
+  for (const h of ["accession", "identity", "coverage", "e-value", "annotation"]) {
+    const th = document.createElement("th");
+    th.textContent = h;
+    head.appendChild(th);
+  }
+  const body = table.createTBody();
+  for (const h of rows) {
+    const tr = body.insertRow();
+    const id = String(h.id ?? "");
+    const idCell = tr.insertCell();
+    if (UNIPROT_AC.test(id)) {
+      const a = document.createElement("a");
+      a.href = `https://www.uniprot.org/uniprotkb/${encodeURIComponent(id)}`;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      a.textContent = id;
+      idCell.appendChild(a);
+    } else {
+      idCell.textContent = id;
+    }
+    tr.insertCell().textContent = percent(h.identity);
+    tr.insertCell().textContent = percent(h.coverage);
+    tr.insertCell().textContent = evalueText(h.evalue);
+    const note = String(h.annotation ?? "");
+    const cell = tr.insertCell();
+    cell.textContent = note.length > NOTE_CHARS ? `${note.slice(0, NOTE_CHARS - 1)}…` : note;
+    if (note) cell.title = note; // the full text on hover
+  }
+  box.appendChild(table);
+  return box;
 }
 
 function parseEvent(block) {

@@ -1,0 +1,112 @@
+"""The homolog context block of a prompt, and which task a free-text question asks about.
+
+    Homologs (MMseqs2) and their subcellular location:
+    1. P02144, 62% identity over 95% of this protein: Cytoplasm
+    2. Q9XYZ1, 31% identity over 40% of this protein: no subcellular location annotation
+
+The block goes into the first user turn after the protein marker line, before the question
+(:func:`sepit.data.instructions.record.with_context`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sepit.retrieval.facts import CAPTION, CONTEXT_TASKS
+
+LABELS: dict[str, str] = {
+    "function": "function", "go_mf": "GO molecular functions", "go_bp": "GO biological processes",
+    "go_cc": "GO cellular components", "location": "subcellular location", "ec": "EC number",
+    "catalytic_activity": "catalytic activity", "family": "family", "domains": "domains", "cofactor": "cofactor",
+    "pathway": "pathway", "subunit": "subunit structure", "keywords": "UniProt keywords", "name": "name",
+    CAPTION: "annotation",
+}
+HEADER = "Homologs (MMseqs2)"
+
+
+@dataclass(frozen=True)
+class Homolog:
+    """One retrieved reference protein as shown in a prompt and to the user: accession, identity and query
+    coverage (fractions), e-value, and its annotation for the task asked ("" when it has none)."""
+
+    id: str
+    identity: float
+    coverage: float | None
+    evalue: float | None
+    annotation: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "identity": round(self.identity, 4),
+                "coverage": None if self.coverage is None else round(self.coverage, 4),
+                "evalue": self.evalue, "annotation": self.annotation}
+
+
+def context_task(task: str | None) -> str:
+    """The facts key a question of ``task`` reads: the task itself where homologs annotate it, else ``caption``."""
+    return task if task in CONTEXT_TASKS else CAPTION
+
+
+def context_block(homologs: list[Homolog], task: str | None) -> str:
+    """The prompt text for ``homologs`` (possibly none) of a question of ``task``."""
+    key = context_task(task)
+    if not homologs:
+        return f"{HEADER}: none found."
+    lines = [f"{HEADER} and their {LABELS[key]}:" if key != CAPTION else f"{HEADER}:"]
+    for i, h in enumerate(homologs, 1):
+        cov = f" over {round(100 * h.coverage)}% of this protein" if h.coverage is not None else ""
+        text = h.annotation or f"no {LABELS[key]} annotation"
+        lines.append(f"{i}. {h.id}, {round(100 * h.identity)}% identity{cov}: {text}")
+    return "\n".join(lines)
+
+
+def clip(text: str, max_chars: int) -> str:
+    """``text`` cut at a word boundary to at most ``max_chars`` characters (an ellipsis marks the cut)."""
+    text = " ".join(text.split())
+    if len(text) <= max_chars:
+        return text
+    cut = text[: max_chars - 1].rsplit(" ", 1)[0].rstrip(",;: ")
+    return cut + "…"
+
+
+# --- which task a question asks about ------------------------------------------------------------------------------
+
+_KEYWORDS: tuple[tuple[str, str], ...] = (
+    (r"molecular function", "go_mf"), (r"biological process", "go_bp"), (r"cellular component", "go_cc"),
+    (r"\bgo\b", "go_mf"), (r"\bec\b|enzyme commission", "ec"), (r"cataly|reaction", "catalytic_activity"),
+    (r"locat|where|compartment|organelle|secreted|membrane", "location"), (r"family|superfamily", "family"),
+    (r"domain|motif|repeat|zinc finger", "domains"), (r"cofactor|metal|binds? (?:zinc|iron|heme)", "cofactor"),
+    (r"pathway", "pathway"), (r"subunit|oligomer|dimer|complex", "subunit"), (r"keyword", "keywords"),
+    (r"\bname\b|called", "name"), (r"function|what does|role|do\?", "function"),
+)
+
+
+@lru_cache(maxsize=1)
+def _template_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+    from sepit.data.instructions.templates import load_templates
+
+    out = []
+    for task, tt in load_templates().tasks.items():
+        for tpl in (*tt.open, *tt.yesno):
+            pat = re.escape(_norm(tpl)).replace(re.escape("{value}"), ".+?")
+            out.append((re.compile("^" + pat + "$"), task))
+    return tuple(out)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().replace("<protein>", " ").split())
+
+
+def question_task(question: str) -> str | None:
+    """The task of a free-text question: the task of the instruction template it matches, else the first task whose
+    keywords it contains, else None (the context then gives the homologs' captions)."""
+    q = _norm(question)
+    for pat, task in _template_patterns():
+        if pat.match(q):
+            return task
+    for pattern, task in _KEYWORDS:
+        if re.search(pattern, q):
+            return task
+    return None

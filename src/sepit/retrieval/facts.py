@@ -1,0 +1,38 @@
+"""What a reference protein contributes to a prompt: per task, its annotation as one short text (the values the
+instruction builder derives for that task's open answer), and a compact caption for questions of other tasks."""
+
+from __future__ import annotations
+
+from sepit.data.instructions import facts
+from sepit.data.instructions.catalog import Catalog
+from sepit.data.instructions.qa import task_facts
+from sepit.data.records import ProteinEntry
+
+# Tasks whose answer a homolog's annotation speaks to; questions of any other task (length, mass, composition,
+# secondary structure: properties of the query's own sequence or structure) get the hits' captions instead.
+CONTEXT_TASKS: tuple[str, ...] = (
+    "function", "go_mf", "go_bp", "go_cc", "location", "ec", "catalytic_activity", "family", "domains",
+    "cofactor", "pathway", "subunit", "keywords", "name",
+)
+CAPTION = "caption"
+
+
+def entry_facts(entry: ProteinEntry, catalog: Catalog) -> dict[str, str]:
+    """Task → annotation text of ``entry`` (only the tasks it has), plus ``caption``: name; family; what it does."""
+    out: dict[str, str] = {}
+    names = {g: catalog.go[g] for g in (t.id for t in entry.go) if g in catalog.go}
+    for task in CONTEXT_TASKS:
+        if task == "function":
+            text = facts.function_summary(entry, names)
+        else:
+            tf = task_facts(task, entry, catalog, max_list=6)
+            text = tf.values if tf is not None else ""
+        if text:
+            out[task] = " ".join(text.split())
+    fam = facts.family_values(entry)
+    parts = [entry.name, fam[0] + (" family" if not fam[0].lower().endswith("family") else "") if fam else "",
+             out.get("function", "")]
+    caption = "; ".join(p.strip().rstrip(".") for p in parts if p and p.strip())
+    if caption:
+        out[CAPTION] = caption
+    return out

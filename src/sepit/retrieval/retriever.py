@@ -1,0 +1,70 @@
+"""Homolog context for prompts: search an index once per batch of proteins (cached per sequence), keep the top k
+hits that pass the model's cut-offs, and turn them into the context block and the provenance shown to users.
+
+    r = Retriever(RetrievalIndex.load(model_dir / "retrieval"), cfg.retrieval)
+    hom = r.homologs(proteins, tasks)          # per protein: [Homolog, ...] (≤ k; the protein itself never)
+    ctx = [context_block(h, t) for h, t in zip(hom, tasks)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from sepit.log import get_logger
+from sepit.proteins import Protein
+from sepit.retrieval.config import RetrievalConfig
+from sepit.retrieval.context import Homolog, clip, context_block, context_task
+from sepit.retrieval.index import RetrievalIndex
+from sepit.tools.mmseqs import Hit
+
+log = get_logger(__name__)
+
+CACHED_HITS = 25  # hits kept per searched sequence: enough for k after leaving out the protein itself and near-copies
+
+
+def _key(sequence: str) -> str:
+    return "s" + hashlib.sha1(sequence.encode()).hexdigest()[:20]
+
+
+class Retriever:
+    """An index with the retrieval settings of a model. ``max_identity`` (training: the config's
+    ``train_max_identity``) leaves out hits above that identity fraction."""
+
+    def __init__(self, index: RetrievalIndex, cfg: RetrievalConfig, *, max_identity: float = 1.0) -> None:
+        self.index = index
+        self.cfg = cfg
+        self.max_identity = max_identity
+        self._cache: dict[str, list[Hit]] = {}
+        self.searches = 0  # MMseqs2 calls made (the cache keeps repeated proteins from adding to it)
+
+    def hits(self, proteins: Sequence[Protein]) -> list[list[Hit]]:
+        """Per protein, its top-k hits: one MMseqs2 search for the sequences not searched before; a hit on the
+        protein's own id, or above ``max_identity``, is left out."""
+        todo = {_key(p.sequence): p.sequence for p in proteins if p.sequence and _key(p.sequence) not in self._cache}
+        if todo:
+            c = self.cfg
+            found = self.index.search(todo, evalue=c.evalue, min_identity=c.min_identity,
+                                      min_coverage=c.min_coverage, sensitivity=c.sensitivity)
+            self.searches += 1
+            for k in todo:
+                self._cache[k] = found.get(k, [])[:CACHED_HITS]
+        out = []
+        for p in proteins:
+            hs = [h for h in self._cache.get(_key(p.sequence), [])
+                  if h.target != p.id and h.identity <= self.max_identity]
+            out.append(hs[: self.cfg.k])
+        return out
+
+    def homologs(self, proteins: Sequence[Protein], tasks: Sequence[str | None]) -> list[list[Homolog]]:
+        """Per protein, its hits as :class:`Homolog` s with their annotation for the task asked."""
+        out = []
+        for hits, task in zip(self.hits(proteins), tasks):
+            key = context_task(task)
+            out.append([Homolog(h.target, h.identity, h.qcov, h.evalue,
+                                clip(self.index.facts(h.target).get(key, ""), self.cfg.max_chars)) for h in hits])
+        return out
+
+    def contexts(self, proteins: Sequence[Protein], tasks: Sequence[str | None]) -> list[str]:
+        """Per protein, the context block of a question of ``tasks[i]``."""
+        return [context_block(h, t) for h, t in zip(self.homologs(proteins, tasks), tasks)]

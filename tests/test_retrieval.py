@@ -1,0 +1,195 @@
+"""Homolog context (sepit.retrieval): the index, the search (never the query itself), the prompt block, and a model
+directory that answers with its own index after its dataset is gone."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sepit.data.instructions.record import add_context, with_context
+from sepit.errors import InputError, SepitError
+from sepit.proteins import Protein, conversation
+from sepit.retrieval.config import RetrievalConfig
+from sepit.retrieval.context import Homolog, clip, context_block, question_task
+from sepit.retrieval.index import RetrievalIndex, build_index
+from sepit.retrieval.retriever import Retriever
+
+pytestmark = pytest.mark.slow  # real MMseqs2 searches
+
+GLOBIN = ("MVLSPADKTNVKAAWGKVGAHAGEYGAEALERMFLSFPTTKTYFPHFDLSHGSAQVKGHGKKVADALTNAVAHVDDMPNALSALSDLHAHKLRVDPVNF"
+          "KLLSHCLLVTLAAHLPAEFTPAVHASLDKFLASVSTVLTSKYR")
+LYSOZYME = ("KVFGRCELAAAMKRHGLDNYRGYSLGNWVCAAKFESNFNTQATNRNTDGSTDYGILQINSRWWCNDGRTPGSRNLCNIPCSALLSSDITASVNCAKKI"
+            "VSDGNGMNAWVAWRNRCKGTDVQAWIRGCRL")
+
+
+def _mutate(seq: str, every: int) -> str:
+    """``seq`` with every ``every``-th residue changed (identity ≈ 1 - 1/every)."""
+    return "".join(("A" if c != "A" else "G") if i % every == 0 else c for i, c in enumerate(seq))
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory) -> RetrievalIndex:
+    rows = [
+        ("HBA", GLOBIN, {"location": "Cytoplasm", "caption": "Hemoglobin alpha; globin family"}),
+        ("HBA_LIKE", _mutate(GLOBIN, 4), {"caption": "Globin-like protein"}),
+        ("LYZ", LYSOZYME, {"location": "Secreted", "function": "Lyses bacterial cell walls."}),
+    ]
+    return RetrievalIndex.load(build_index(tmp_path_factory.mktemp("idx") / "index", rows))
+
+
+def test_index_folder_and_facts(index) -> None:
+    assert len(index) == 3 and index.manifest["format"] == "sepit-retrieval-index"
+    assert index.facts("LYZ")["location"] == "Secreted" and index.facts("nope") == {}
+    assert sorted(p.name for p in index.path.iterdir()) == ["db", "facts.jsonl", "index.json", "proteins.fasta"]
+
+
+def test_retrieval_never_returns_the_query_itself(index) -> None:
+    r = Retriever(index, RetrievalConfig(enabled=True, k=3))
+    own, other, stranger = r.hits([Protein(GLOBIN, id="HBA"), Protein(GLOBIN, id="user-1"),
+                                   Protein("MKTAYIAKQRQISFVKSHFSRQ" * 3, id="x")])
+    assert [h.target for h in own] == ["HBA_LIKE"]  # its own entry is left out, its homolog stays
+    assert [h.target for h in other][:2] == ["HBA", "HBA_LIKE"] and other[0].identity == pytest.approx(1.0)
+    assert stranger == []
+    assert r.searches == 1  # one MMseqs2 call for the batch (the same sequence twice is searched once)
+    r.hits([Protein(GLOBIN, id="again")])
+    assert r.searches == 1  # cached per sequence
+
+
+def test_training_cutoff_leaves_out_near_copies(index) -> None:
+    r = Retriever(index, RetrievalConfig(enabled=True), max_identity=0.9)
+    (hits,) = r.hits([Protein(GLOBIN, id="q")])
+    assert [h.target for h in hits] == ["HBA_LIKE"] and hits[0].identity <= 0.9
+
+
+def test_context_block_says_what_each_hit_knows(index) -> None:
+    r = Retriever(index, RetrievalConfig(enabled=True, k=2))
+    (ctx,) = r.contexts([Protein(GLOBIN, id="q")], ["location"])
+    lines = ctx.splitlines()
+    assert lines[0] == "Homologs (MMseqs2) and their subcellular location:"
+    assert lines[1].startswith("1. HBA, 100% identity over 100% of this protein: Cytoplasm")
+    assert lines[2].endswith(": no subcellular location annotation") and lines[2].startswith("2. HBA_LIKE, 7")
+    (cap,) = r.contexts([Protein(GLOBIN, id="q")], ["length"])  # not a homology task: the hits' captions
+    assert cap.splitlines()[1].endswith("Hemoglobin alpha; globin family")
+    (none,) = r.contexts([Protein("MKTAYIAKQRQISFVKSHFSRQ" * 3, id="x")], ["location"])
+    assert none == "Homologs (MMseqs2): none found."
+    homs = r.homologs([Protein(GLOBIN, id="q")], ["location"])[0]
+    assert homs[0].to_json() == {"id": "HBA", "identity": 1.0, "coverage": 1.0, "evalue": homs[0].evalue,
+                                 "annotation": "Cytoplasm"}
+
+
+def test_prompt_layout_and_the_paper_form_without_context() -> None:
+    block = context_block([Homolog("P1", 0.5, 0.8, 1e-9, "Nucleus")], "location")
+    assert with_context("<protein>\nWhere is it?", block) == f"<protein>\n{block}\nWhere is it?"
+    assert with_context("<protein>\nWhere is it?", "") == "<protein>\nWhere is it?"
+    assert conversation("Where is it?", context="") == conversation("Where is it?")
+    assert conversation("Where is it?")[0]["content"] == "<protein>\nWhere is it?"
+    msgs = add_context(({"role": "user", "content": "<protein>\nQ?"}, {"role": "assistant", "content": "A"}), "C")
+    assert msgs == [{"role": "user", "content": "<protein>\nC\nQ?"}, {"role": "assistant", "content": "A"}]
+    assert clip("one two three four", 12) == "one two…" and clip("short", 20) == "short"
+
+
+@pytest.mark.parametrize("question, task", [
+    ("Where is this protein located in the cell?", "location"),
+    ("What is the EC number of this enzyme?", "ec"),
+    ("Which biological processes is it involved in?", "go_bp"),
+    ("What does this protein do?", "function"),
+    ("Tell me a joke.", None),
+])
+def test_question_task(question, task) -> None:
+    assert question_task(question) == task
+
+
+def test_broken_index_is_a_one_line_error(tmp_path, index) -> None:
+    with pytest.raises(InputError, match="no such retrieval index"):
+        RetrievalIndex.load(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    shutil.copytree(index.path, bad)
+    (bad / "facts.jsonl").unlink()
+    with pytest.raises(InputError, match=r"missing facts\.jsonl"):
+        RetrievalIndex.load(bad)
+    (bad / "facts.jsonl").write_text("{not json\n")
+    with pytest.raises(InputError, match="line 1: not an index entry"):
+        RetrievalIndex.load(bad).facts("x")
+    with pytest.raises(ValueError, match="fraction"):
+        RetrievalConfig(min_identity=30)
+
+
+# --- a model trained with homolog context ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    from sepit.data.build import build_dataset, default_config
+    from sepit.data.config import DataConfig
+
+    out = tmp_path_factory.mktemp("data") / "ds"
+    build_dataset(default_config(DataConfig(max_proteins=80)), out)
+    return out
+
+
+def test_data_build_indexes_the_training_split_only(dataset) -> None:
+    idx = RetrievalIndex.load(dataset / "index")
+    rows = [json.loads(x) for x in (dataset / "proteins.jsonl").read_text().splitlines()]
+    train = [r["id"] for r in rows if r["split"] == "train"]
+    ids = [x[1:] for x in (idx.path / "proteins.fasta").read_text().split() if x.startswith(">")]
+    assert ids == train and len(idx) == len(train)
+    assert any(idx.facts(i).get("go_mf") for i in train)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory) -> Path:
+    """A tiny stage-1 model trained with homolog context on a copy of the dataset; the copy is deleted after."""
+    from sepit.config import load_config
+    from sepit.paths import configs_dir
+    from sepit.train.config import TrainConfig
+    from sepit.train.loop import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    data = tmp / "data"
+    shutil.copytree(dataset, data)
+    cfg = load_config(configs_dir() / "train" / "stage1_tiny.yaml", TrainConfig,
+                      [f"data.dir={data}", f"out_dir={tmp / 'run'}", "max_steps=2", "save_every=2",
+                       "model_overrides=[retrieval.enabled=true]", "data.kinds=[open]"])
+    res = train(cfg)
+    shutil.rmtree(data)
+    return res.final_dir
+
+
+def test_model_dir_answers_with_its_own_index_after_the_dataset_is_deleted(trained, tmp_path) -> None:
+    from sepit.api import load
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained, model_dir)
+    qa = load(model_dir, device="cpu")
+    assert qa.retriever is not None and qa.retriever.index.path == model_dir / "retrieval"
+    protein = (model_dir / "retrieval" / "proteins.fasta").read_text().split()[1]
+    homs = qa.homologs(protein, "What are its molecular functions?")
+    assert homs and homs[0]["identity"] == pytest.approx(1.0)  # a user's copy of a reference protein finds it
+    conv = qa.conversations([Protein(protein)], ["What are its molecular functions?"])[0]
+    assert conv[0]["content"].startswith("<protein>\nHomologs (MMseqs2) and their GO molecular functions:\n1. ")
+    assert isinstance(qa.ask(protein, "What are its molecular functions?", max_new_tokens=4), str)
+    plain = load(model_dir, device="cpu", retrieval=False)  # --no-retrieval: exactly the paper's prompt
+    assert plain.retriever is None and plain.homologs(protein) is None
+    assert plain.conversations([Protein(protein)], ["What does it do?"]) == [conversation("What does it do?")]
+    shutil.rmtree(model_dir / "retrieval")
+    with pytest.raises(SepitError, match="no retrieval index"):
+        load(model_dir, device="cpu")
+
+
+def test_eval_runs_the_model_with_and_without_homologs_and_the_vote(trained, dataset, tmp_path) -> None:
+    from sepit.config import from_dict
+    from sepit.eval.config import EvalConfig
+    from sepit.eval.pipeline import evaluate_dataset
+
+    cfg = from_dict(EvalConfig, {"limits": {"yesno": 6, "open": 2}, "bootstrap": 50,
+                                 "metrics": {"tokenizer": "regex", "bertscore_model": "", "meteor": False},
+                                 "generation": {"max_new_tokens": 3, "no_structure_ablation": False}})
+    res = evaluate_dataset(cfg, dataset, tmp_path / "eval", checkpoint=trained)
+    assert list(res["systems"]) == ["model", "model (no homologs)", "prior", "nearest homolog", "top-k vote"]
+    assert res["meta"]["retrieval"]["index"].startswith(f"{dataset}/index")
+    logs = {p.name: p.read_text().splitlines()[0] for p in (tmp_path / "eval" / "predictions").iterdir()}
+    assert '"retrieval"' in logs["model.jsonl"] and '"retrieval"' not in logs["model_no_homologs.jsonl"]
+    plain = evaluate_dataset(cfg, dataset, tmp_path / "plain", checkpoint=trained, retrieval=False)
+    assert "model (no homologs)" not in plain["systems"] and "retrieval" not in plain["meta"]
