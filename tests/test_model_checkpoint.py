@@ -191,3 +191,39 @@ def test_model_info_paper_scale_without_weights(capsys) -> None:
     assert 6.7e9 < big["dense"]["groups"]["llm"] < 6.8e9
     assert main(["model", "info", "nosuch.yaml"]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_weights_checksum_is_recorded_and_checked(saved, tmp_path, damage) -> None:
+    import shutil
+
+    from sepit._io import sha256_file
+
+    _, path = saved
+    record = json.loads((path / "sepit_config.json").read_text())
+    assert record["sha256"] == {"model.safetensors": sha256_file(path / "model.safetensors")}
+    bad = tmp_path / "bad"
+    shutil.copytree(path, bad)
+    f = bad / "model.safetensors"
+    data = f.read_bytes()
+    # flipped: same size, one byte of a tensor changed (safetensors itself reads it without complaint)
+    f.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:] if damage == "flipped" else data[:-1])
+    with pytest.raises(CheckpointError, match="damaged or changed since it was saved") as e:
+        load_model(bad)
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(f))
+
+
+def test_checkpoints_without_checksums_still_load(saved, tmp_path, caplog, monkeypatch) -> None:
+    import logging
+    import shutil
+
+    _, path = saved
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    record = json.loads((old / "sepit_config.json").read_text())
+    del record["sha256"]  # as saved before the checksums were recorded
+    (old / "sepit_config.json").write_text(json.dumps(record))
+    monkeypatch.setattr(logging.getLogger("sepit"), "propagate", True)
+    with caplog.at_level(logging.DEBUG, logger="sepit"):
+        assert load_model(old) is not None
+    assert any("no checksums recorded" in r.getMessage() for r in caplog.records)

@@ -193,3 +193,17 @@ def test_eval_runs_the_model_with_and_without_homologs_and_the_vote(trained, dat
     assert '"retrieval"' in logs["model.jsonl"] and '"retrieval"' not in logs["model_no_homologs.jsonl"]
     plain = evaluate_dataset(cfg, dataset, tmp_path / "plain", checkpoint=trained, retrieval=False)
     assert "model (no homologs)" not in plain["systems"] and "retrieval" not in plain["meta"]
+
+
+def test_index_build_from_a_source_extends_an_index(index, tmp_path) -> None:
+    from sepit.cli import main
+    from sepit.data.build import default_data_dir
+
+    out = tmp_path / "big"
+    src = default_data_dir() / "proteins.tsv.xz"
+    assert main(["index", "build", str(src), "--include", str(index.path), "--max-proteins", "20",
+                 "-o", str(out)]) == 0
+    big = RetrievalIndex.load(out)
+    assert len(big) == 23 and big.facts("LYZ") == index.facts("LYZ")  # the included index's proteins come first
+    assert sum(bool(big.facts(p[1:])) for p in (out / "proteins.fasta").read_text().split()[::2]) >= 20
+    assert main(["index", "build", "-o", str(tmp_path / "none")]) == 1  # nothing to index: a one-line error

@@ -24,6 +24,12 @@ from sepit.server.app import asgi_app
 from sepit.server.limits import LimitExceeded, ServerLimits
 
 B64_CRAMBIN = base64.b64encode(CRAMBIN.read_bytes()).decode()
+LOCAL = "http://127.0.0.1:8000"  # the Host a browser on this machine sends (the app refuses other names)
+
+
+def local(app) -> TestClient:
+    """A test client that talks to ``app`` as a page on this machine would (Host 127.0.0.1:8000)."""
+    return TestClient(app, base_url=LOCAL)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +39,7 @@ def qa(fitted_model_dir) -> ProteinQA:
 
 @pytest.fixture(scope="module")
 def client(qa):
-    with TestClient(asgi_app(qa)) as c:
+    with local(asgi_app(qa)) as c:
         yield c
 
 
@@ -163,7 +169,7 @@ class WithoutHomologs(ProteinQA):
 
 def test_ask_reports_the_homologs_in_the_prompt(qa) -> None:
     fake = WithHomologs(qa, HOMOLOGS)
-    with TestClient(asgi_app(fake)) as c:
+    with local(asgi_app(fake)) as c:
         r = ask(c, sequence=SEQUENCE)
         assert r.status_code == 200, r.text
         assert r.json()["answer"] == ANSWER
@@ -186,7 +192,7 @@ def test_ask_reports_the_homologs_in_the_prompt(qa) -> None:
 @pytest.mark.parametrize("make", [lambda qa: WithHomologs(qa, None), lambda qa: WithoutHomologs(qa.model)],
                          ids=["returns-None", "no-method"])
 def test_no_homolog_context_means_no_field(qa, make) -> None:
-    with TestClient(asgi_app(make(qa))) as c:
+    with local(asgi_app(make(qa))) as c:
         r = ask(c, sequence=SEQUENCE)
         assert r.status_code == 200 and r.json()["answer"] == ANSWER and "homologs" not in r.json()
         events = sse_events(c.post("/v1/ask", json={"sequence": SEQUENCE, "question": QUESTION, "stream": True,
@@ -227,7 +233,7 @@ def test_malformed_json_and_missing_fields(client) -> None:
 
 def test_oversize_requests_are_refused(qa) -> None:
     small = ServerLimits(max_request_bytes=20_000, max_upload_bytes=10_000, max_unpacked_bytes=50_000)
-    with TestClient(asgi_app(qa, small)) as c:
+    with local(asgi_app(qa, small)) as c:
         big = base64.b64encode(b"x" * 12_000).decode()
         r = c.post("/v1/ask", json={"question": QUESTION, "structure": {"filename": "a.pdb", "content_base64": big}})
         assert r.status_code == 413 and "10000-byte limit" in r.json()["detail"]
@@ -243,7 +249,7 @@ def test_oversize_requests_are_refused(qa) -> None:
 
 
 def test_chunked_body_over_the_limit_is_refused(qa) -> None:
-    with TestClient(asgi_app(qa, ServerLimits(max_request_bytes=1000))) as c:
+    with local(asgi_app(qa, ServerLimits(max_request_bytes=1000))) as c:
         def chunks():
             for _ in range(10):
                 yield b" " * 500
@@ -281,7 +287,7 @@ def test_requests_beyond_the_bound_get_429(qa) -> None:
 
     async def scenario() -> list[int]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", timeout=60) as c:
             tasks = [asyncio.create_task(c.post("/v1/ask", json={"sequence": SEQUENCE, "question": QUESTION,
                                                                   "max_new_tokens": 4})) for _ in range(7)]
             for _ in range(200):  # the 4 refused requests come back while 3 are held
@@ -324,7 +330,7 @@ class Slow(ProteinQA):
 
 def test_timeout_gives_504_and_frees_the_slot(qa) -> None:
     slow = Slow(qa)
-    with TestClient(asgi_app(slow, ServerLimits(request_timeout_s=0.3))) as c:
+    with local(asgi_app(slow, ServerLimits(request_timeout_s=0.3))) as c:
         t0 = time.perf_counter()
         r = c.post("/v1/ask", json={"sequence": SEQUENCE, "question": QUESTION})
         assert r.status_code == 504 and "longer than 0.3 s" in r.json()["detail"]
@@ -345,11 +351,11 @@ class GreedyOnly(ProteinQA):
 
 def test_temperature_limit_follows_the_model(qa) -> None:
     assert qa.supports_sampling
-    with TestClient(asgi_app(qa, replace(ServerLimits(), max_temperature=2.0))) as c:
+    with local(asgi_app(qa, replace(ServerLimits(), max_temperature=2.0))) as c:
         r = ask(c, sequence=SEQUENCE, temperature=0.5)
         assert c.get("/v1/limits").json()["max_temperature"] == 2.0 and r.status_code == 200
     # a greedy-only model: the documented range shrinks to 0 and a temperature is refused
-    with TestClient(asgi_app(GreedyOnly(qa.model), replace(ServerLimits(), max_temperature=2.0))) as c:
+    with local(asgi_app(GreedyOnly(qa.model), replace(ServerLimits(), max_temperature=2.0))) as c:
         assert c.get("/v1/limits").json()["max_temperature"] == 0.0
         r = ask(c, sequence=SEQUENCE, temperature=0.5)
         assert r.status_code == 422 and "temperature must be 0–0" in r.json()["detail"]
@@ -362,12 +368,15 @@ def test_the_limits_checks_in_one_place() -> None:
     for check, args, status in [(lim.new_tokens, (0, 0.0), 422), (lim.check_protein, ("p", 11), 422),
                                 (lim.check_upload_bytes, (31,), 413), (lim.check_upload_base64, ("A" * 48,), 413),
                                 (lim.check_annotate, (3,), 422), (lim.check_annotate, (0,), 422),
-                                (lim.check_chat, ("q", ["a"] * 17), 422)]:
+                                (lim.check_chat, ("q", ["a"] * 17), 422), (lim.check_context, (8000, 193), 413)]:
         with pytest.raises(LimitExceeded) as e:
             check(*args)
         assert e.value.status == status and "\n" not in e.value.detail
     lim.check_protein("p", 10)
     lim.check_upload_base64("A" * 44)
-    narrowed = lim.for_model(supports_sampling=False, max_sequence_length=8)
-    assert (narrowed.max_temperature, narrowed.max_sequence_length) == (0.0, 8)
+    lim.check_context(8000, 192)  # 8192 tokens in all: the default context limit, reached exactly
+    assert lim.is_heavy(lim.heavy_tokens) and not lim.is_heavy(lim.heavy_tokens - 1)
+    narrowed = lim.for_model(supports_sampling=False, max_sequence_length=8, context_tokens=2048)
+    assert (narrowed.max_temperature, narrowed.max_sequence_length, narrowed.max_context_tokens) == (0.0, 8, 2048)
     assert lim.for_model(supports_sampling=True, max_sequence_length=None) == lim
+    assert lim.for_model(supports_sampling=True, max_sequence_length=None, context_tokens=32768) == lim

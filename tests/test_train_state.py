@@ -57,3 +57,26 @@ def test_lr_schedule_shape() -> None:
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone decay after warm-up
     assert f[-1] == pytest.approx(0.1, abs=1e-3)
+
+
+def test_state_files_checksums(tmp_path) -> None:
+    import json
+
+    from sepit._io import sha256_file
+
+    model, opt = _model_and_opt()
+    _step(model, opt)
+    (tmp_path / "lora.safetensors").write_bytes(b"")  # written before the state, as LoRA's own state is
+    save_trainer_state(tmp_path, opt, {"step": 1})
+    state = json.loads((tmp_path / "trainer_state.json").read_text())
+    f = tmp_path / "optimizer.safetensors"
+    assert state["sha256"] == {"lora.safetensors": sha256_file(tmp_path / "lora.safetensors"), f.name: sha256_file(f)}
+    data = f.read_bytes()
+    f.write_bytes(data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:])
+    with pytest.raises(CheckpointError, match="damaged or changed since it was saved") as e:
+        load_trainer_state(tmp_path, _model_and_opt()[1])
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(f))
+    f.write_bytes(data)
+    del state["sha256"]  # a checkpoint from before the checksums: still loads
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))
+    assert load_trainer_state(tmp_path, _model_and_opt()[1])["step"] == 1

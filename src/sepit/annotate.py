@@ -5,7 +5,8 @@
 One JSON line per protein: ``{"id", "source", "length", "has_structure", "answers": {key: text},
 "yes_no": {key: P(yes)}}``. The output is resumable: proteins already in it are skipped, so an interrupted run
 continues where it stopped. Lines are appended and flushed one protein at a time (a whole-file atomic rewrite would
-lose the point of resuming); a line cut short by a crash is dropped and redone on the next run.
+lose the point of resuming); a line cut short by a crash is dropped and redone on the next run. An existing file that
+is not such an output is refused with a one-line error, never resumed from, cut or overwritten.
 """
 
 from __future__ import annotations
@@ -99,27 +100,82 @@ def annotate_proteins(qa: Any, proteins: Sequence[Protein], questions: Sequence[
     return rows
 
 
+#: What every line of an annotation output holds (json.dumps writes "id" first); a file whose complete lines are not
+#: all such records is someone else's, and is neither resumed from nor cut.
+RECORD_KEYS = ("id", "answers")
+_RECORD_START = b'{"id": '
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    """The annotation record on one line, None when the line is not one."""
+    try:
+        rec = json.loads(raw)
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    ok = isinstance(rec, dict) and all(k in rec for k in RECORD_KEYS) and isinstance(rec["answers"], dict)
+    return rec if ok else None
+
+
+def _not_ours(out: Path, why: str) -> InputError:
+    return InputError(out, f"{why}, so it is not a sepit annotate output to resume; choose another -o, or move the "
+                           "file away to start over")
+
+
 def done_ids(out: Path) -> set[str]:
-    """Ids already written to a JSONL output; a trailing partial line (a crash mid-write) is cut off the file."""
+    """Ids already written to a JSONL output of :func:`annotate_files`, to resume from.
+
+    The file must be recognisably one: every complete line a JSON object with ``"id"`` and ``"answers"``;
+    otherwise a one-line InputError, and the file is left as it is. A trailing partial line that starts like a
+    record (a crash mid-write) is cut off the file and redone. ``out`` a directory: a one-line InputError.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise InputError(out, "is a directory; -o names the JSONL file to write (e.g. -o annotations.jsonl)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(out, f"{parent} is a file, not a folder; choose another -o")
+            break
     if not out.exists():
         return set()
+    what = f"a JSON object with {' and '.join(repr(k) for k in RECORD_KEYS)}"
     ids: set[str] = set()
     good = 0
-    with open(out, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break  # cut short by a crash: redo it
-            try:
-                ids.add(str(json.loads(raw)["id"]))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(out, f"line {len(ids) + 1} is not an annotation record; choose another -o "
-                                      "or delete the file") from None
-            good += len(raw)
-    if good < out.stat().st_size:
+    partial = b""
+    try:
+        with open(out, "rb") as f:
+            if f.read(len(_RECORD_START)) not in (b"", _RECORD_START):  # at once, without reading a big file
+                raise _not_ours(out, f"line 1 is not an annotation record ({what})")
+            f.seek(0)
+            for n, raw in enumerate(f, 1):
+                if not raw.endswith(b"\n"):
+                    partial = raw
+                    break
+                rec = _record(raw)
+                if rec is None:
+                    raise _not_ours(out, f"line {n} is not an annotation record ({what})")
+                ids.add(str(rec["id"]))
+                good += len(raw)
+    except OSError as e:
+        raise InputError(out, f"cannot read ({e.strerror or e})") from None
+    if partial:
+        # A line this writer was cut short in starts like a record and is not whole JSON (or is a whole record
+        # that lost only its newline); anything else is not ours to cut.
+        cut_short = partial.startswith(_RECORD_START) and (_record(partial) is not None or not _is_json(partial))
+        if not cut_short:
+            raise _not_ours(out, f"its last line (line {len(ids) + 1}) is not an annotation record ({what})")
         log.info("%s: dropping a partial last line (redone now)", out)
         with open(out, "r+b") as f:
             f.truncate(good)
     return ids
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def unique_ids(proteins: list[Protein]) -> list[Protein]:
@@ -156,8 +212,8 @@ def annotate_files(qa: Any, inputs: Sequence[str | Path], out: str | Path, *, qu
     Resumable: proteins already in ``out`` are skipped. Returns counts ``{"total", "skipped", "written"}``.
     """
     out = Path(out)
+    done = done_ids(out)  # before reading the inputs: a wrong -o is reported at once
     proteins = unique_ids(collect_proteins(inputs, chain))
-    done = done_ids(out)
     todo = [p for p in proteins if p.id not in done]
     if done:
         log.info("%s: %d of %d proteins already annotated; %d to go", out, len(done & {p.id for p in proteins}),

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -324,12 +323,21 @@ def protein_from_upload(data: bytes, filename: str, chain: str | None = None, *,
 
 
 def _gunzip_capped(data: bytes, limit: int, label: str) -> bytes:
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """Gzipped ``data`` unpacked as the file readers unpack a ``.gz`` file (Python's ``gzip``: every member in
+    order, zero padding after the last one skipped), but in memory and at most ``limit`` bytes: UploadTooLarge
+    above it, a one-line InputError for corrupt or truncated data or trailing garbage — never the part read so far
+    (a cut-short upload would otherwise be answered as if it were the whole protein)."""
+    import gzip
+    import io
+
+    from sepit.data.readers._open import DECOMPRESS_ERRORS
+
     try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as e:
-        raise InputError(label, f"corrupt gzip data ({e})") from None
-    if len(out) > limit or d.unconsumed_tail:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as f:
+            out = f.read(limit + 1)
+    except DECOMPRESS_ERRORS as e:
+        raise InputError(label, f"corrupt or truncated gzip data ({e})") from None
+    if len(out) > limit:
         raise UploadTooLarge(label, f"unpacks to more than {limit} bytes")
     return out
 

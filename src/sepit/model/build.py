@@ -156,6 +156,8 @@ def build_model(cfg: ModelConfig, *, seed: int = 0) -> SepitModel:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer, EsmModel
 
+    from sepit.assets.convert import safetensors_only
+
     sources: dict[str, Any] = {}
     if cfg.plm == TINY:
         esm, plm_tok = _tiny_plm(cfg)
@@ -163,7 +165,7 @@ def build_model(cfg: ModelConfig, *, seed: int = 0) -> SepitModel:
     else:
         path = _resolve(cfg.plm)
         esm = EsmModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32,
-                                       attn_implementation=cfg.plm_attn_implementation)
+                                       attn_implementation=cfg.plm_attn_implementation, **safetensors_only(path))
         plm_tok = AutoTokenizer.from_pretrained(path)
         sources["plm"] = str(path)
     if cfg.llm == TINY:
@@ -171,7 +173,7 @@ def build_model(cfg: ModelConfig, *, seed: int = 0) -> SepitModel:
         sources["llm"] = TINY
     else:
         path = _resolve(cfg.llm)
-        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        llm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **safetensors_only(path))
         llm_tok = AutoTokenizer.from_pretrained(path)
         added = add_protein_tokens(llm_tok)
         if len(llm_tok) > llm.get_input_embeddings().weight.shape[0]:

@@ -2,7 +2,8 @@
 
 ```
 DIR/model.safetensors     every weight (tied weights stored once)
-DIR/sepit_config.json     format, sepit version, the full ModelConfig, base checkpoints, sizes, parameter counts
+DIR/sepit_config.json     format, sepit version, the full ModelConfig, base checkpoints, sizes, parameter counts,
+                          the sha256 of model.safetensors (checked on load)
 DIR/plm/                  the ESM config.json + tokenizer files
 DIR/llm/                  the LLM config.json + generation_config.json + tokenizer (with the protein tokens)
 DIR/retrieval/            models with homolog context: their retrieval index (sepit.retrieval.index), hard-linked
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from sepit._io import atomic_dir, write_json
+from sepit._io import atomic_dir, sha256_file, write_json
 from sepit.config import from_dict, to_dict
 from sepit.errors import CheckpointError, ConfigError
 from sepit.log import get_logger
@@ -127,6 +128,7 @@ def save_model(model, directory: str | Path, weights: dict[str, torch.Tensor] | 
             from sepit.retrieval.index import copy_index
 
             copy_index(index, tmp / RETRIEVAL)
+        record["sha256"] = {WEIGHTS: sha256_file(tmp / WEIGHTS)}  # a damaged file is refused on load
         write_json(tmp / CONFIG, record)  # last: a directory with a config has everything
     log.info("saved model to %s", directory)
     return directory
@@ -150,6 +152,31 @@ def read_record(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{d / CONFIG}: format version {record.get('format_version')} is not supported "
                               f"(this sepit reads {FORMAT_VERSION})")
     return record
+
+
+def verify_files(directory: str | Path, record: dict[str, Any] | None = None) -> None:
+    """Check the files of a checkpoint against the sha256 sums its ``sepit_config.json`` recorded when it was saved
+    (``record``: that file's content, read here when None): a file that differs (cut short, damaged, replaced) is a
+    one-line CheckpointError naming it. Checkpoints from before the sums were recorded load unchecked."""
+    d = Path(directory)
+    record = read_record(d) if record is None else record
+    sums = record.get("sha256")
+    if not isinstance(sums, dict):
+        log.debug("%s: no checksums recorded (saved by an older sepit); files not verified", d)
+        return
+    for name, digest in sums.items():
+        check_sha256(d / name, digest, "its checkpoint's " + CONFIG)
+
+
+def check_sha256(file: Path, digest: str, where: str) -> None:
+    """One-line CheckpointError unless ``file`` has the sha256 ``digest`` recorded in ``where``."""
+    try:
+        actual = sha256_file(file)
+    except OSError as e:
+        raise CheckpointError(f"{file}: unreadable ({e.strerror or e})") from None
+    if actual != digest:
+        raise CheckpointError(f"{file}: damaged or changed since it was saved (its sha256 differs from the one in "
+                              f"{where}); restore it, or use another checkpoint")
 
 
 def checkpoint_config(directory: str | Path) -> ModelConfig:
@@ -179,6 +206,7 @@ def load_model(directory: str | Path, expect: ModelConfig | None = None, *, devi
         if diffs:
             raise CheckpointError(f"{d}: checkpoint was made with different options: {'; '.join(diffs)}")
         cfg = expect
+    verify_files(d, record)
     try:
         esm = EsmModel(AutoConfig.from_pretrained(d / "plm"), add_pooling_layer=False)
         llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(d / "llm"))

@@ -61,9 +61,10 @@ def load_text_encoder(name: str, sizes: TinySizes | None = None, device: str | t
             model = BertModel(tiny_bert_config(sizes, tok), add_pooling_layer=False)
     else:
         from sepit.assets import model_path
+        from sepit.assets.convert import safetensors_only
 
         path = model_path(name)
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, dtype=torch.float32)
+        model = AutoModel.from_pretrained(path, dtype=torch.float32, **safetensors_only(path))
     enc = TextEncoder(model, tok)
     return enc.to(device) if device is not None else enc

@@ -3,29 +3,15 @@ flat / XML / TSV, the 2014 Swiss-Prot table, ...), optionally extending an exist
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sepit.errors import InputError
 from sepit.log import get_logger
+from sepit.proteins import read_fasta_file
 from sepit.retrieval.index import FASTA, RetrievalIndex, build_index
 
 log = get_logger(__name__)
-
-
-def _fasta(path: Path) -> Iterator[tuple[str, str]]:
-    pid, parts = None, []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(">"):
-                if pid is not None:
-                    yield pid, "".join(parts)
-                pid, parts = line[1:].split()[0], []
-            else:
-                parts.append(line.strip())
-    if pid is not None:
-        yield pid, "".join(parts)
 
 
 def index_from_sources(sources: list[str], out_dir: str | Path, *, go_terms: str | None = None,
@@ -41,8 +27,8 @@ def index_from_sources(sources: list[str], out_dir: str | Path, *, go_terms: str
     used: list[dict[str, Any]] = []
     for d in include or []:
         old = RetrievalIndex.load(d)
-        for pid, seq in _fasta(old.path / FASTA):
-            rows[pid] = (pid, seq, old.facts(pid))
+        for p in read_fasta_file(old.path / FASTA):
+            rows[p.id] = (p.id, p.sequence, old.facts(p.id))
         used.append({"role": "index", "path": str(d), "proteins": len(old)})
         log.info("included %s: %d proteins", d, len(old))
     if sources:

@@ -2,8 +2,8 @@
 
 Every input limit is a field of :class:`ServerLimits` and is checked by one of its methods (or, for the request body,
 by :class:`BodyLimit`); a check that fails raises :class:`LimitExceeded`, which the app answers with its status and
-a one-line ``detail``. The load limits (``max_concurrent``, ``max_queue``) are kept by
-:class:`~sepit.server.gate.GenerationGate`, the per-generation timeout by the app's generation runner.
+a one-line ``detail``. The load limits (``max_concurrent``, ``max_queue``, ``heavy_tokens``, ``max_parsing``) are
+kept by :class:`~sepit.server.gate.GenerationGate`, the per-generation timeout by the app's generation runner.
 No FastAPI here: ``sepit serve --help`` reads the defaults without it.
 """
 
@@ -32,8 +32,17 @@ class LimitExceeded(Exception):
 class ServerLimits:
     """Input and load limits; a request outside them is refused with 4xx and a one-line ``detail``.
 
-    413 for a too-large body or upload, 422 for out-of-range values, 429 when ``max_concurrent`` generations run and
-    ``max_queue`` more wait, 504 when one runs past ``request_timeout_s``.
+    413 for a too-large body, upload or prompt, 422 for out-of-range values, 429 when ``max_concurrent`` generations
+    run and ``max_queue`` more wait (or ``max_parsing`` uploads are parsed and ``max_queue`` more wait), 504 when one
+    runs past ``request_timeout_s``.
+
+    A prompt is counted in tokens as the model's processor counts them (the protein's slots plus the text tokens of
+    the rendered chat, homolog context included); with ``max_new_tokens`` it must fit ``max_context_tokens``, which
+    :meth:`for_model` narrows to the LLM's context. That also bounds the one step the timeout cannot interrupt: the
+    prompt's prefill (a generation stops at the first decoding step after its timeout). A generation of
+    ``heavy_tokens`` or more (prompt + answer, summed over the prompts of a request) is *heavy*: heavy ones hold at
+    most ``max_concurrent`` − 1 of the running slots (all of them when there is one), so a short question never
+    waits behind heavy ones alone.
     """
 
     max_request_bytes: int = 8 * 1024 * 1024  # whole HTTP body (a base64 upload is 4/3 of the file)
@@ -50,6 +59,9 @@ class ServerLimits:
     max_queue: int = 16  # generations waiting for a slot; beyond that: 429
     request_timeout_s: float = 120.0  # one generation (or one annotate batch), queueing excluded
     max_annotate_proteins: int = 4  # proteins per /v1/annotate request
+    max_context_tokens: int = 8192  # prompt tokens + max_new_tokens; narrowed to the LLM's context (413 above)
+    heavy_tokens: int = 2048  # a request's prompt + answer tokens from which it runs in the heavy lane
+    max_parsing: int = 2  # structure uploads parsed at once; more wait (in the max_queue bound), beyond that: 429
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -60,15 +72,18 @@ class ServerLimits:
         if self.default_max_new_tokens > self.max_new_tokens:
             raise ValueError("default_max_new_tokens is above max_new_tokens")
 
-    def for_model(self, *, supports_sampling: bool, max_sequence_length: int | None) -> ServerLimits:
-        """These limits narrowed to what the model can do: temperature 0 for a greedy-only model, and no longer
-        sequences than the model takes."""
+    def for_model(self, *, supports_sampling: bool, max_sequence_length: int | None,
+                  context_tokens: int | None = None) -> ServerLimits:
+        """These limits narrowed to what the model can do: temperature 0 for a greedy-only model, no longer
+        sequences than the model takes, and no more prompt + answer tokens than the LLM's context."""
         limits = self
         if not supports_sampling and limits.max_temperature > 0:
             log.info("the model decodes greedily only: temperature limited to 0")
             limits = replace(limits, min_temperature=0.0, max_temperature=0.0)
         if max_sequence_length and max_sequence_length < limits.max_sequence_length:
             limits = replace(limits, max_sequence_length=max_sequence_length)
+        if context_tokens and context_tokens < limits.max_context_tokens:
+            limits = replace(limits, max_context_tokens=context_tokens)
         return limits
 
     # ---- the checks (each raises LimitExceeded) -------------------------------------------------------------------
@@ -115,6 +130,17 @@ class ServerLimits:
         if any(len(m) > self.max_question_chars * 4 for m in history):
             raise LimitExceeded(422, "a history message is too long")
 
+    def check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """A prompt's token count (protein slots + text tokens, as the model's processor counts them) with the
+        answer it may grow: 413 when they do not fit ``max_context_tokens``."""
+        if prompt_tokens + max_new_tokens > self.max_context_tokens:
+            raise LimitExceeded(413, f"prompt of {prompt_tokens} tokens (protein and text) + max_new_tokens "
+                                     f"{max_new_tokens} is over the {self.max_context_tokens}-token context limit")
+
+    def is_heavy(self, tokens: int) -> bool:
+        """Whether a request of ``tokens`` (prompt + answer tokens, summed over its prompts) runs in the heavy lane."""
+        return tokens >= self.heavy_tokens
+
     def check_annotate(self, n_proteins: int) -> None:
         """The number of proteins in one annotate request."""
         if not n_proteins:
@@ -134,8 +160,13 @@ class ServerLimits:
             f"≤ {self.max_history_turns} earlier chat messages (422 above)",
             f"- max_new_tokens 1–{self.max_new_tokens} (default {self.default_max_new_tokens}); temperature "
             f"{self.min_temperature:g}–{self.max_temperature:g} (0 = greedy) (422 outside)",
-            f"- {self.max_concurrent} generations at once, {self.max_queue} more queued; 429 when the queue is full",
-            f"- {self.request_timeout_s:g} s per generation (504 after)",
+            f"- prompt tokens (protein + text, homolog context included) + max_new_tokens ≤ "
+            f"{self.max_context_tokens} (413 above)",
+            f"- {self.max_concurrent} generations at once, {self.max_queue} more queued; 429 when the queue is full; "
+            f"requests of ≥ {self.heavy_tokens} prompt + answer tokens hold at most {max(self.max_concurrent - 1, 1)} "
+            "of the running slots",
+            f"- {self.max_parsing} structure uploads parsed at once, {self.max_queue} more queued (429 beyond)",
+            f"- {self.request_timeout_s:g} s per generation (504 after; it stops at its next decoding step)",
             f"- /v1/annotate: ≤ {self.max_annotate_proteins} proteins per request",
         ])
 

@@ -106,6 +106,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in (0, 1, 2):
             raise ValueError(f"stage must be 0, 1 or 2, got {self.stage}")
+        if not str(self.out_dir).strip():
+            raise ValueError("out_dir is empty: name the folder for checkpoints and metrics (out_dir=runs/NAME)")
         unknown = sorted(set(self.lr) - set(GROUPS))
         if unknown:
             raise ValueError(f"lr names unknown parameter group(s) {unknown}; groups are {list(GROUPS)}")

@@ -25,7 +25,7 @@ from torch import nn
 
 from sepit._io import atomic_dir, atomic_write, write_json
 from sepit.config import to_dict
-from sepit.errors import SepitError
+from sepit.errors import CheckpointError, SepitError
 from sepit.log import get_logger, progress
 from sepit.model.checkpoint import save_model
 from sepit.train import distributed as dist
@@ -34,7 +34,13 @@ from sepit.train.batching import Item, epoch_batches, shard, steps_per_epoch
 from sepit.train.config import TrainConfig
 from sepit.train.schedule import lr_factor
 from sepit.train.stages import StageRunner, make_runner
-from sepit.train.state import load_trainer_state, save_trainer_state
+from sepit.train.state import (
+    latest_checkpoint,
+    load_trainer_state,
+    prune_checkpoints,
+    save_trainer_state,
+    verify_state_files,
+)
 
 log = get_logger(__name__)
 
@@ -99,14 +105,6 @@ def make_optimizer(opt_groups: list[dict[str, Any]], weight_decay: float) -> tor
 
 
 # ---- checkpoints ----------------------------------------------------------------------------------------------------
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    ptr = out_dir / "checkpoints" / "latest"
-    if not ptr.is_file():
-        return None
-    path = out_dir / "checkpoints" / ptr.read_text().strip()
-    return path if (path / "trainer_state.json").is_file() else None
-
-
 def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any], keep: int,
                      device: torch.device) -> Path:
     """Write ``checkpoints/step-N`` on rank 0 and point ``latest`` at it; returns its path (on every rank).
@@ -126,7 +124,8 @@ def _save_checkpoint(model, opt, out_dir: Path, step: int, state: dict[str, Any]
 
 def _write_checkpoint(model, weights, opt_state, state: dict[str, Any], ckpt_root: Path, name: str,
                       keep: int) -> str | None:
-    """Rank 0: write checkpoint ``name`` atomically, point ``latest`` at it and drop the oldest beyond ``keep``.
+    """Rank 0: write checkpoint ``name`` atomically, point ``latest`` at it and drop the oldest beyond ``keep``
+    (:func:`~sepit.train.state.prune_checkpoints`).
     Returns why the write failed (``disk full``, the OS error), or None."""
     try:
         with atomic_dir(ckpt_root / name) as tmp:
@@ -138,9 +137,7 @@ def _write_checkpoint(model, weights, opt_state, state: dict[str, Any], ckpt_roo
             f.write(name + "\n")
     except OSError as e:
         return "disk full" if e.errno == errno.ENOSPC else str(e)
-    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
-    for p in old[:max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
+    prune_checkpoints(ckpt_root / name, keep)
     return None
 
 
@@ -148,8 +145,9 @@ def _load_weights(model: nn.Module, start: Path) -> None:
     """Load a checkpoint's weights into the (unsharded) model, strictly: one loader for every checkpoint, see
     :func:`sepit.model.checkpoint.load_weights`. With LoRA, the merged weights fill everything but the LoRA layers,
     whose own state (base weights, adapters) comes from the checkpoint's ``lora.safetensors``."""
-    from sepit.model.checkpoint import WEIGHTS, load_weights
+    from sepit.model.checkpoint import WEIGHTS, load_weights, verify_files
 
+    verify_files(start / "model")  # sha256 of the weights: a damaged file is a one-line error, not a crash
     with lora.merged(model):
         load_weights(model, start / "model" / WEIGHTS, against="this run's model")
     lora.load_state(model, start)
@@ -204,6 +202,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
     TrainingError (a NaN loss on any process, a checkpoint that could not be written) is raised on every process
     at the same step, after they have stopped together and (when ``train`` joined it) left the process group.
     """
+    _check_out_dir(Path(cfg.out_dir))  # before any work
     callers_group = dist.is_initialized()  # a group the caller joined is the caller's to leave
     world = dist.init_distributed()[1]
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
@@ -241,6 +240,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         _close_outputs(run)
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """One-line error when ``out_dir`` (or the nearest existing folder above it) is a file."""
+    for p in (out_dir, *out_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "is a file" if p == out_dir else f"is inside {p}, which is a file"
+                raise SepitError(f"out_dir {out_dir} {where}, not a folder: choose another out_dir")
+            return
+
+
 def _plan(cfg: TrainConfig, runner: StageRunner, items: list[Item], world: int, strategy: str,
           device: torch.device) -> dict[str, Any]:
     """What the run will do (``--dry-run`` prints it): items, batch and step counts, strategy, precision, memory."""
@@ -272,15 +281,17 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
     runner.prepare(items)
     amp = autocast_dtype(cfg.precision, device)
 
-    start = None
-    if resume:
-        start = latest_checkpoint(out_dir)
-        if start is None:
-            log.info(f"--resume: no checkpoint in {out_dir}, starting from scratch")
-        else:
-            _load_weights(model, start)  # before sharding: each rank then keeps its shard of these weights
-    elif latest_checkpoint(out_dir) is not None:
+    start = latest_checkpoint(out_dir)
+    if start is None and list((out_dir / "checkpoints").glob("step-*")):
+        raise CheckpointError(f"{out_dir / 'checkpoints'}: no readable checkpoint (its step-* folders are incomplete "
+                              "or damaged); move that folder away to start over, or use another out_dir")
+    if not resume and start is not None:
         raise SepitError(f"{out_dir} already has checkpoints: pass --resume to continue, or use another out_dir")
+    if resume and start is None:
+        log.info(f"--resume: no checkpoint in {out_dir}, starting from scratch")
+    if start is not None:
+        verify_state_files(start)  # optimizer (and LoRA) tensors: a damaged file is named before anything loads
+        _load_weights(model, start)  # before sharding: each rank then keeps its shard of these weights
     if plan["strategy"] == "fsdp":
         fsdp.shard_model(model, device, mp_dtype=amp, reshard_after_forward=cfg.distributed.reshard_after_forward,
                          replicate_encoder=runner.use_cache)
@@ -289,7 +300,7 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
     step, losses = 0, []
     if start is not None:
         load_optimizer = partial(fsdp.load_full_optimizer_state, opt) if plan["strategy"] == "fsdp" else None
-        state = load_trainer_state(start, opt, load_optimizer)
+        state = load_trainer_state(start, opt, load_optimizer, verify=False)  # verified above
         if state.get("config_hash") != _config_hash(cfg):
             log.warning(f"resuming from {start} whose config differs from this run's")
         step, losses = state["step"], state["losses"]
@@ -298,6 +309,7 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
     out_dir.mkdir(parents=True, exist_ok=True)
     if dist.is_main():
         write_json(out_dir / "train_config.json", to_dict(cfg))
+        _trim_metrics(out_dir / "metrics.jsonl", step)
     total_steps = plan["total_steps"]
     return _Run(cfg=cfg, runner=runner, model=model, opt=opt, items=items, device=device, amp=amp,
                 rank=dist.world_info()[0], world=plan["world_size"], strategy=plan["strategy"],
@@ -307,7 +319,28 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
                 bar=progress(total=total_steps, initial=step, desc=f"stage {cfg.stage}", unit="step",
                              disable=not dist.is_main()),
                 step=step, losses=losses, saved_step=step if start is not None else None,
-                last_ckpt=latest_checkpoint(out_dir), t_last=time.time())
+                last_ckpt=start, t_last=time.time())
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the lines of ``metrics.jsonl`` up to ``step`` (the checkpoint a run resumes from; 0 for a fresh start):
+    the steps after it run again and log their lines again. Rewritten atomically, only when something goes."""
+    if not path.is_file():
+        return
+    keep: list[str] = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.readlines()
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if line.endswith("\n") and isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            keep.append(line)
+    if len(keep) < len(lines):
+        with atomic_write(path) as f:
+            f.writelines(keep)
+        log.info(f"{path}: dropped {len(lines) - len(keep)} lines of steps after {step} (they run again now)")
 
 
 def _train_step(run: _Run) -> None:

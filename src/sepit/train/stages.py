@@ -309,17 +309,20 @@ class ChatRunner(StageRunner):
     @torch.no_grad()
     def _ensure_cached(self, keys: list[tuple[tuple[str, bool], Any]]) -> None:
         """Encode the proteins of ``keys`` not cached yet ((protein id, with structure) → (L, D_plm) features of
-        the real residues). The encoder is frozen, so a cached encoding equals a recomputed one."""
-        todo = list({k: p for k, p in keys if k not in self.cache}.items())
+        the real residues). The encoder is frozen, so a cached encoding equals a recomputed one.
+
+        Each protein is encoded alone, without padding (as inference encodes it): batched with others, its features
+        would depend on their lengths in the last bits (padded shapes change the kernels' sums), so a run resumed
+        from a checkpoint, which first meets its proteins in other company, would not repeat the run it continues.
+        One forward per protein, once per run."""
+        todo = {k: p for k, p in keys if k not in self.cache}
         if not todo:
             return
         was_training = self.model.encoder.training
         self.model.encoder.eval()
-        for s in range(0, len(todo), 8):
-            chunk = todo[s:s + 8]
-            batch = self.model.to_device(self.model.processor.protein_batch([p for _, p in chunk]))
-            for (k, _), f in zip(chunk, self.model.encoder_features(batch)):
-                self.cache[k] = f.detach()
+        for k, p in todo.items():
+            batch = self.model.to_device(self.model.processor.protein_batch([p]))
+            self.cache[k] = self.model.encoder_features(batch)[0].detach()
         self.model.encoder.train(was_training)
 
     def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:

@@ -104,7 +104,9 @@ def convert_metastudent(out: str | Path, dataset_dir: str | Path = DEFAULT_DIR, 
     skips = skips if skips is not None else SkipLog()
     dataset_dir = Path(dataset_dir)
     if lines is None and not dataset_dir.is_dir():
-        raise InputError(dataset_dir, f"no such directory: install the metastudent data ({INSTALL_HINT})")
+        what = "is a file, expected the metastudent data directory" if dataset_dir.exists() else \
+            "no such directory: install the metastudent data"
+        raise InputError(dataset_dir, f"{what} ({INSTALL_HINT})")
     exe = None
     if lines is None:  # fail before any work: the program and all three databases must be there
         exe = blastdbcmd_binary()
