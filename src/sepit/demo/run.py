@@ -7,7 +7,7 @@ last finished phase, and a training phase resumes from its last checkpoint). Siz
 ========  =====================================================================================================
 smoke     a few steps of each stage on a few hundred proteins (CI: proves every phase runs)
 quick     ~10 minutes after set-up on a 2-core CPU
-default   ~35 minutes on a 2-core CPU (the README's main command)
+default   aims at ~35 minutes on a 2-core CPU (the README's main command; measured 79 minutes on a busy one)
 large     for a GPU: all proteins, more steps; add ``--source`` files (e.g. the full 50k table) to scale further
 ========  =====================================================================================================
 """
