@@ -160,12 +160,17 @@ def verify_files(directory: str | Path, record: dict[str, Any] | None = None) ->
     one-line CheckpointError naming it. Checkpoints from before the sums were recorded load unchecked."""
     d = Path(directory)
     record = read_record(d) if record is None else record
-    sums = record.get("sha256")
+    verify_sums(d, record.get("sha256"), "its checkpoint's " + CONFIG)
+
+
+def verify_sums(folder: Path, sums: Any, where: str) -> None:
+    """Check each ``{file name: sha256}`` of ``sums`` (recorded in ``where``) under ``folder``; ``sums`` not a dict
+    (written by an older sepit) checks nothing."""
     if not isinstance(sums, dict):
-        log.debug("%s: no checksums recorded (saved by an older sepit); files not verified", d)
+        log.debug("%s: no checksums recorded in %s (saved by an older sepit); files not verified", folder, where)
         return
     for name, digest in sums.items():
-        check_sha256(d / name, digest, "its checkpoint's " + CONFIG)
+        check_sha256(folder / name, digest, where)
 
 
 def check_sha256(file: Path, digest: str, where: str) -> None:

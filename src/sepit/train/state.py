@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from sepit._io import sha256_file
 from sepit.errors import CheckpointError
 from sepit.log import get_logger
-from sepit.model.checkpoint import REQUIRED, check_sha256
+from sepit.model.checkpoint import REQUIRED, verify_sums
 
 log = get_logger(__name__)
 
@@ -111,12 +111,7 @@ def verify_state_files(path: Path, state: dict[str, Any] | None = None) -> None:
     (``state``: that file's content, read here when None); a file that differs is a one-line CheckpointError naming
     it. Checkpoints from before the sums were recorded are not checked."""
     state = read_state(path) if state is None else state
-    sums = state.get("sha256")
-    if not isinstance(sums, dict):
-        log.debug("%s: no checksums recorded (saved by an older sepit); training state not verified", path)
-        return
-    for name, digest in sums.items():
-        check_sha256(path / name, digest, STATE_FILE)
+    verify_sums(path, state.get("sha256"), STATE_FILE)
 
 
 def load_trainer_state(path: Path, opt: torch.optim.Optimizer,
