@@ -169,7 +169,7 @@ def test_malformed_and_oversize_uploads() -> None:
     bomb = gzip.compress(b"A" * 200_000)
     with pytest.raises(UploadTooLarge, match="unpacks to more than 100000 bytes"):
         protein_from_upload(bomb, "b.pdb.gz", max_unpacked_bytes=100_000)
-    with pytest.raises(InputError, match="corrupt gzip"):
+    with pytest.raises(InputError, match="corrupt or truncated gzip"):
         protein_from_upload(b"\x1f\x8b" + b"\x00" * 40, "c.pdb.gz")
 
 

@@ -232,3 +232,27 @@ def test_cli_precision_flag(capsys) -> None:
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_chunked_prefill_equals_one_pass_and_can_be_stopped_between_chunks(model) -> None:
+    from sepit.model.generation import prefill
+
+    llm = model.llm
+    torch.manual_seed(0)
+    embeds = torch.randn(2, 30, llm.config.hidden_size)
+    attn = torch.ones(2, 30, dtype=torch.long)
+    attn[1, :9] = 0  # a shorter, left-padded prompt
+    order = torch.tensor([0, 1])
+    calls = []
+    with torch.no_grad():
+        whole, c1 = prefill(llm, embeds, attn, order, 4)
+        chunked, c2 = prefill(llm, embeds, attn, order, 4, between=lambda: calls.append(1), chunk=7)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert torch.allclose(c1.layers[0].keys, c2.layers[0].keys, atol=1e-5)
+    assert len(calls) == 4 + 2  # between the chunks of the 30-token prompt (5 chunks) and the 21-token one (3)
+
+    def stop() -> None:
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"), torch.no_grad():
+        prefill(llm, embeds, attn, order, 4, between=stop, chunk=7)

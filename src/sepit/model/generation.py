@@ -124,8 +124,12 @@ def prompt_groups(embeds: torch.Tensor, attention_mask: torch.Tensor) -> Iterato
         yield idx, embeds[idx][real[idx]].view(len(idx), n, embeds.shape[-1])
 
 
+PREFILL_CHUNK = 512  # prompt tokens per prefill forward: a stop request waits for at most one chunk
+
+
 def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor,
-            max_new_tokens: int) -> tuple[torch.Tensor, Any]:
+            max_new_tokens: int, between: Callable[[], None] | None = None,
+            chunk: int = PREFILL_CHUNK) -> tuple[torch.Tensor, Any]:
     """Run every prompt through ``llm`` without padding (prompts of equal length together), then gather their KV
     caches into one cache for decoding the batch together: cache row k holds batch row ``order[k]``, left-padded
     to the batch's width T.
@@ -133,6 +137,10 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     embeds (B, T, D), attention_mask (B, T) left-padded → (last-token logits (B, V) float32 in cache row order,
     cache). The cache is preallocated for T + ``max_new_tokens`` (a growing cache copies itself at every step),
     except for sliding-window models, whose cache layers keep only the window.
+
+    Prompts longer than ``chunk`` tokens are prefilled ``chunk`` tokens at a time (same cache, same result);
+    ``between()`` runs between chunks and may raise to stop (a timeout or a client that left need not wait for a
+    whole long prefill).
     """
     from transformers import DynamicCache, StaticCache
 
@@ -142,7 +150,12 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     logits = torch.empty(b, llm.get_output_embeddings().weight.shape[0], device=embeds.device)
     parts = []
     for idx, e in prompt_groups(embeds, attention_mask):
-        out = llm(inputs_embeds=e, use_cache=True, logits_to_keep=1)
+        out = None
+        for s in range(0, e.shape[1], chunk):
+            if s and between is not None:
+                between()
+            out = llm(inputs_embeds=e[:, s:s + chunk], cache=None if out is None else out.cache, use_cache=True,
+                      logits_to_keep=1)
         logits[slot[idx]] = out.logits[:, -1].float()
         parts.append((slot[idx], e.shape[1], out.cache))
     cache = StaticCache(config=llm.config, max_cache_len=t + max_new_tokens)
@@ -204,7 +217,9 @@ def generate(model: GenerationModel, batch: dict[str, torch.Tensor], max_new_tok
     b, t = attn.shape
     lengths = attn.bool().sum(dim=1)
     rows = torch.sort(lengths, descending=True, stable=True).indices  # batch row of each cache row: longest first
-    logits, cache = prefill(llm, embeds, attn, rows, max_new_tokens)
+    # Between prefill chunks the callback sees no text yet; it may raise to stop, as after a decoding step.
+    between = (lambda: callback([""] * b)) if callback is not None else None
+    logits, cache = prefill(llm, embeds, attn, rows, max_new_tokens, between)
     static = not any(cache.is_sliding)  # preallocated: T + max_new_tokens slots, read through a 4D mask
     # The 4D additive mask (rows, 1, 1, slots) reaches attention as it is: left padding and the slots not yet
     # written are masked. Sliding-window caches get the 2D mask and transformers builds theirs.

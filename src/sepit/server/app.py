@@ -32,7 +32,7 @@ Limits (defaults; ``sepit serve --help`` changes them; every limit and its check
   processor before the request queues) + max_new_tokens ≤ the LLM's context (8192 at most; 413); 2 generations at
   once with 16 queued, 429 beyond, heavy requests (≥ 2048 prompt + answer tokens) on at most one of the two slots;
   2 uploads parsed at once with 16 queued (429 beyond); 120 s per generation (504: it stops at its next decoding
-  step; the prefill before the first one is bounded by the token limit); ≤ 4 proteins per annotate call.
+  step or prefill chunk of 512 tokens); ≤ 4 proteins per annotate call.
   Every client error is a 4xx with a one-line ``detail``.
 
 A client that hangs up gives its place back: a queued request leaves the queue and a running generation stops at its
@@ -587,8 +587,8 @@ def _context_tokens(qa: ProteinQA) -> int | None:
 
 
 class _Stopper:
-    """The ``should_stop`` a generation asks once per decoding step (and once before its prefill): true once
-    :meth:`set` (timeout, client gone) or at shutdown. It also keeps the longest wait between two of its calls: how
+    """The ``should_stop`` a generation asks once per decoding step and prefill chunk (and once before its prefill):
+    true once :meth:`set` (timeout, client gone) or at shutdown. It also keeps the longest wait between two of its calls: how
     late a stop can come (``Server-Timing: step``)."""
 
     def __init__(self, stop_all: threading.Event) -> None:

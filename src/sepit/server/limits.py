@@ -38,8 +38,8 @@ class ServerLimits:
 
     A prompt is counted in tokens as the model's processor counts them (the protein's slots plus the text tokens of
     the rendered chat, homolog context included); with ``max_new_tokens`` it must fit ``max_context_tokens``, which
-    :meth:`for_model` narrows to the LLM's context. That also bounds the one step the timeout cannot interrupt: the
-    prompt's prefill (a generation stops at the first decoding step after its timeout). A generation of
+    :meth:`for_model` narrows to the LLM's context. A generation stops at the first decoding step or prefill chunk
+    (512 prompt tokens) after its timeout. A generation of
     ``heavy_tokens`` or more (prompt + answer, summed over the prompts of a request) is *heavy*: heavy ones hold at
     most ``max_concurrent`` − 1 of the running slots (all of them when there is one), so a short question never
     waits behind heavy ones alone.
