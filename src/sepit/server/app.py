@@ -588,8 +588,8 @@ def _context_tokens(qa: ProteinQA) -> int | None:
 
 class _Stopper:
     """The ``should_stop`` a generation asks once per decoding step and prefill chunk (and once before its prefill):
-    true once :meth:`set` (timeout, client gone) or at shutdown. It also keeps the longest wait between two of its calls: how
-    late a stop can come (``Server-Timing: step``)."""
+    true once :meth:`set` (timeout, client gone) or at shutdown. It also keeps the longest wait between two of its
+    calls: how late a stop can come (``Server-Timing: step``)."""
 
     def __init__(self, stop_all: threading.Event) -> None:
         self._stop = threading.Event()
