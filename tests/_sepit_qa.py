@@ -50,3 +50,29 @@ def make_tiny_model(out: Path, steps: int = 200, seed: int = 0) -> Path:
     model.eval()
     save_model(model, out)
     return out
+
+
+class Endless:
+    """Mixin for a ``sepit.api.ProteinQA`` whose generation never ends by itself: a token every 10 ms until
+    ``should_stop()``, then GenerationStopped. ``on_start()`` / ``on_end()`` hook the bookkeeping of subclasses."""
+
+    def on_start(self) -> None:
+        pass
+
+    def on_end(self) -> None:
+        pass
+
+    def generate(self, proteins, conversations, *, on_text=None, should_stop=None, **kw):
+        import time
+
+        from sepit.errors import GenerationStopped
+
+        self.on_start()
+        try:
+            while not (should_stop and should_stop()):
+                if on_text:
+                    on_text(0, "x")
+                time.sleep(0.01)
+            raise GenerationStopped("stopped")
+        finally:
+            self.on_end()

@@ -13,13 +13,12 @@ from dataclasses import replace
 import httpx
 import numpy as np
 import pytest
-from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE
+from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE, Endless
 from _two_chains import pdb_text
 from fastapi.testclient import TestClient
 
 import sepit
 from sepit.api import ProteinQA
-from sepit.errors import GenerationStopped
 from sepit.server.app import asgi_app
 from sepit.server.limits import LimitExceeded, ServerLimits
 
@@ -310,22 +309,15 @@ def test_requests_beyond_the_bound_get_429(qa) -> None:
     assert sorted(codes) == [200] * 3 + [429] * 4
 
 
-class Slow(ProteinQA):
+class Slow(Endless, ProteinQA):
     """Generates forever (a token every 10 ms) until told to stop."""
 
     def __init__(self, qa: ProteinQA) -> None:
         super().__init__(qa.model, name="slow")
         self.finished = threading.Event()
 
-    def generate(self, proteins, conversations, *, on_text=None, should_stop=None, **kw):
-        try:
-            while not (should_stop and should_stop()):
-                if on_text:
-                    on_text(0, "x")
-                time.sleep(0.01)
-            raise GenerationStopped("stopped")
-        finally:
-            self.finished.set()
+    def on_end(self) -> None:
+        self.finished.set()
 
 
 def test_timeout_gives_504_and_frees_the_slot(qa) -> None:

@@ -23,12 +23,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import uvicorn
-from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE
+from _sepit_qa import ANSWER, CRAMBIN, QUESTION, SEQUENCE, Endless
 from fastapi.testclient import TestClient
 
 import sepit
 from sepit.api import ProteinQA
-from sepit.errors import GenerationStopped, InputError
+from sepit.errors import InputError
 from sepit.proteins import conversation, read_proteins
 from sepit.server import app as app_module
 from sepit.server.app import asgi_app
@@ -115,7 +115,7 @@ def wait_idle(url: str, within: float) -> float:
         time.sleep(0.05)
 
 
-class Forever(ProteinQA):
+class Forever(Endless, ProteinQA):
     """Generates until told to stop (a token every 10 ms), counting the generations still running."""
 
     def __init__(self, qa: ProteinQA) -> None:
@@ -124,19 +124,14 @@ class Forever(ProteinQA):
         self.started = 0
         self.lock = threading.Lock()
 
-    def generate(self, proteins, conversations, *, on_text=None, should_stop=None, **kw):
+    def on_start(self) -> None:
         with self.lock:
             self.live += 1
             self.started += 1
-        try:
-            while not (should_stop and should_stop()):
-                if on_text:
-                    on_text(0, "x")
-                time.sleep(0.01)
-            raise GenerationStopped("stopped")
-        finally:
-            with self.lock:
-                self.live -= 1
+
+    def on_end(self) -> None:
+        with self.lock:
+            self.live -= 1
 
 
 # ---- 1. prompts are limited in tokens against the model's context -----------------------------------------------
