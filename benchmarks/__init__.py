@@ -43,9 +43,10 @@ BENCHMARKS: dict[str, str] = {
     "scaling": "benchmarks.bench_scaling",
     "data": "benchmarks/bench_data.py",
     "train_precision": "benchmarks.bench_train_precision",
+    "records": "benchmarks.bench_records",
 }
 #: Benchmarks that run only when named (``python -m benchmarks train_precision``), not in the default set.
-OPT_IN: tuple[str, ...] = ("train_precision",)
+OPT_IN: tuple[str, ...] = ("train_precision", "records")
 
 
 # ---- results -------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@
     python -m benchmarks --quick                  # shorter: fewer batches, rounds and lengths
     python -m benchmarks --threads 1              # torch threads (1 is steadier on a machine shared with other work)
     python -m benchmarks tokens --peak-tflops 989 # also MFU of stage-1 training against that peak (GPU)
+    python -m benchmarks tokens --shapes paper --device cuda --peak-tflops 989  # ESM-2 650M + TinyLlama-1.1B
     python -m benchmarks train_precision --threads 1  # fp32 vs bf16 autocast (and LoRA) training steps (opt-in)
 
 Each benchmark runs sepit's approach and the reference in the same process, alternating, and reports the ratio of
@@ -57,6 +58,8 @@ def run_one(name: str, args: argparse.Namespace, plot_path: Path | None) -> Resu
         kw["device"] = args.device
     if name == "tokens" and args.peak_tflops:
         kw["peak_tflops"] = args.peak_tflops
+    if name == "tokens":
+        kw.update(shapes=args.shapes, tokenizer=args.tokenizer)
     if name == "scaling":
         kw["plot"] = plot_path
     return mod.run(**kw)
@@ -78,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--peak-tflops", type=float, help="hardware peak TFLOP/s for MFU (tokens benchmark)")
+    ap.add_argument("--shapes", choices=("default", "paper"), default="default",
+                    help="tokens benchmark: default model, or ESM-2 650M + TinyLlama-1.1B architectures with random "
+                         "weights (paper)")
+    ap.add_argument("--tokenizer", help="tokens benchmark: LLM tokenizer folder for random-weight models")
     ap.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON (and PNG) go")
     ap.add_argument("--no-write", action="store_true", help="print the tables only")
     args = ap.parse_args(argv)
@@ -103,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     # a named subset gets its own file (…-inference.json), so it never replaces the whole set's results of the day
     stem = (f"{machine_slug(info)}-{today()}{'-quick' if args.quick else ''}"
-            + (f"-{'-'.join(args.names)}" if args.names else ""))
+            + (f"-{'-'.join(args.names)}" if args.names else "")
+            + (f"-{args.shapes}-shapes" if args.shapes != "default" else ""))  # not over the default shapes' file
     plot = None if args.no_write else args.results_dir / f"{stem}{'' if args.names else '-scaling'}.png"
     say(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
         f"GPU {info['gpu'] or 'none'}; running {', '.join(names)}{' (quick)' if args.quick else ''}")

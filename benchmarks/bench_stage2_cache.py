@@ -97,7 +97,7 @@ def run(model: Any = None, *, quick: bool = False, batch_size: int | None = None
     # in the step times below but reported: it is one encoder pass per protein variant, paid once per run
     fill_s, _, _ = timed(lambda: [cached.collate(items, step=k) for k in range(rounds)], device)
     warm_s, _, _ = timed(lambda: [cached.collate(items, step=k) for k in range(rounds)], device)
-    cache_bytes = sum(t.numel() * t.element_size() for t in cached.cache.values())
+    cache_bytes = cached.cache.bytes
     cache_rows = sum(t.shape[0] for t in cached.cache.values())
     frac = sum(p.has_structure for p in table) / len(table)
     mean_len = mean_length(table, model.config.max_residues)

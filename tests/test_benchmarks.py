@@ -122,6 +122,17 @@ def test_inference_benchmark_reports_its_rows(tiny_model, short_proteins):
     assert res.ratio > 0 and res.target == 4.0
 
 
+def test_records_benchmark_synthesises_streams_and_reports():
+    """Two small sizes, each measured in a fresh process: both loaders reported (their memory is the benchmark's to
+    measure)."""
+    from benchmarks.bench_records import run
+
+    res = run(sizes=(2_000, 6_000))
+    assert [(r[0], r[1]) for r in res.rows] == [("sepit (streamed)", "2,000"), ("up front (reference)", "2,000"),
+                                                ("sepit (streamed)", "6,000")]
+    assert all(r[6] > 0 for r in res.rows) and res.ratio > 0
+
+
 def test_structures_with_and_without_biopython(monkeypatch):
     from benchmarks import bench_structures as bs
 

@@ -82,8 +82,8 @@ def test_different_options_are_named(saved) -> None:
     with pytest.raises(CheckpointError, match=r"projector\.pool=1 \(config asks for 2\)"):
         load_model(path, expect=other)
     runtime = tiny()
-    runtime.heads.mlm_weight = 0.5  # a run-time setting: allowed, and taken from the caller's config
-    assert load_model(path, expect=runtime).config.heads.mlm_weight == 0.5
+    runtime.heads.mask_prob = 0.3  # a run-time setting: allowed, and taken from the caller's config
+    assert load_model(path, expect=runtime).config.heads.mask_prob == 0.3
 
 
 def test_weights_that_do_not_fit_are_refused(saved, tmp_path) -> None:

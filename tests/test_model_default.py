@@ -91,7 +91,10 @@ def test_default_stage0_losses_on_crambin(model) -> None:
                                          ["Crambin, a plant seed protein.", "A bacterial transcription regulator."],
                                          text)
     model.zero_grad(set_to_none=True)
-    losses = model.stage0_losses(batch, text, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batch["text_features"] = text(batch.pop("text_input_ids"), batch.pop("text_attention_mask"))
+    losses = model.stage0_losses(batch, {"contrastive": 1.0, "denoise": 1.0, "mlm": 1.0},
+                                 generator=torch.Generator().manual_seed(0))
     assert all(torch.isfinite(v) for v in losses.values()) and losses["denoise"] > 0
     losses["loss"].backward()
     assert any(p.grad is not None for _, p in model.param_groups()["heads"])

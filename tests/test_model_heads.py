@@ -31,6 +31,16 @@ def text_encoder():
     return load_text_encoder("tiny")
 
 
+WEIGHTS = {"contrastive": 1.0, "denoise": 1.0, "mlm": 1.0}
+
+
+def stage0_batch(model, proteins, captions, text_encoder) -> dict:
+    """Protein keys + the captions pooled by the frozen text encoder, as ``Stage0Runner.collate`` makes them."""
+    batch = model.processor.stage0_batch(proteins, captions, text_encoder)
+    batch["text_features"] = text_encoder(batch.pop("text_input_ids"), batch.pop("text_attention_mask"))
+    return batch
+
+
 def test_model_loads_its_own_text_encoder(model) -> None:
     enc = model.load_text_encoder()
     assert enc.hidden_size == model.heads.contrastive.text_proj.in_features
@@ -89,15 +99,17 @@ def test_stage0_losses_with_structure(model, text_encoder) -> None:
     rng = np.random.default_rng(0)
     prots = [Protein("MKTAYIAKQRQISFVKSHF", rng.normal(size=(19, 3)).astype(np.float32) * 5), "MKVLAAGIV",
              Protein("GAVLIPFM", rng.normal(size=(8, 3)).astype(np.float32) * 5)]
-    batch = model.processor.stage0_batch(prots, ["a kinase", "a small peptide", "unknown"], text_encoder)
-    assert batch["text_input_ids"].shape[0] == 3
+    batch = stage0_batch(model, prots, ["a kinase", "a small peptide", "unknown"], text_encoder)
+    assert batch["text_features"].shape[0] == 3
     model.zero_grad(set_to_none=True)
-    losses = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(0))
+    weights = {"contrastive": 0.5, "denoise": 2.0, "mlm": 0.25}
+    losses = model.stage0_losses(batch, weights, generator=torch.Generator().manual_seed(0))
     assert set(losses) == {"loss", "contrastive", "denoise", "mlm"}
     for v in losses.values():
         assert v.ndim == 0 and torch.isfinite(v)
     assert losses["denoise"] > 0 and losses["mlm"] > 0 and losses["contrastive"] > 0
-    torch.testing.assert_close(losses["loss"], losses["contrastive"] + losses["denoise"] + losses["mlm"])
+    torch.testing.assert_close(losses["loss"], 0.5 * losses["contrastive"] + 2.0 * losses["denoise"]
+                               + 0.25 * losses["mlm"])
     losses["loss"].backward()
     groups = param_groups(model)
     for g in ("plm", "structure", "heads"):
@@ -106,25 +118,25 @@ def test_stage0_losses_with_structure(model, text_encoder) -> None:
         assert all(p.grad is None for _, p in groups[g]), g
     assert all(p.grad is None for p in text_encoder.parameters())
     # same generator seed → same corruption → same losses
-    again = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(0))
+    again = model.stage0_losses(batch, weights, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(again["loss"], losses["loss"].detach())
 
 
 def test_stage0_validation_without_grad_scores_the_denoising_too(model, text_encoder) -> None:
     """The stage-0 losses are the same computed with or without autograd (validation runs under no_grad)."""
     prots = [Protein("MKTAYIAKQRQISF", np.random.default_rng(3).normal(size=(14, 3)).astype(np.float32) * 5)]
-    batch = model.processor.stage0_batch(prots, ["a kinase"], text_encoder)
+    batch = stage0_batch(model, prots, ["a kinase"], text_encoder)
     with torch.no_grad():
-        scored = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(4))
-    trained = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(4))
+        scored = model.stage0_losses(batch, WEIGHTS, generator=torch.Generator().manual_seed(4))
+    trained = model.stage0_losses(batch, WEIGHTS, generator=torch.Generator().manual_seed(4))
     assert scored["denoise"] > 0
     for k, v in scored.items():
         torch.testing.assert_close(v, trained[k].detach())
 
 
 def test_stage0_without_structure_has_zero_denoise_loss(model, text_encoder) -> None:
-    batch = model.processor.stage0_batch(["MKTAYIAKQR", "MKV"], ["x", "y"], text_encoder)
-    losses = model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(1))
+    batch = stage0_batch(model, ["MKTAYIAKQR", "MKV"], ["x", "y"], text_encoder)
+    losses = model.stage0_losses(batch, WEIGHTS, generator=torch.Generator().manual_seed(1))
     assert losses["denoise"].item() == 0.0 and losses["mlm"] > 0
     losses["loss"].backward()
 
@@ -132,11 +144,66 @@ def test_stage0_without_structure_has_zero_denoise_loss(model, text_encoder) -> 
 def test_mlm_masks_about_the_configured_fraction(model, text_encoder) -> None:
     """The MLM target count follows mask_prob (15%) and at least one residue per protein."""
     seqs = ["A" * 200, "MKV"]
-    batch = model.processor.stage0_batch(seqs, ["x", "y"], text_encoder)
+    batch = stage0_batch(model, seqs, ["x", "y"], text_encoder)
     chosen = []
     hook = model.heads.mlm.register_forward_hook(lambda mod, args, out: chosen.append(args[0].shape[0]))
     try:
-        model.stage0_losses(batch, text_encoder, generator=torch.Generator().manual_seed(2))
+        model.stage0_losses(batch, WEIGHTS, generator=torch.Generator().manual_seed(2))
     finally:
         hook.remove()
     assert 15 <= chosen[0] <= 50  # ~0.15 × 203 residues (binomial), ≥ 1 for the short one
+
+
+def test_denoising_head_regresses_unit_variance_noise(text_encoder) -> None:
+    """Coordinates get σ·ε; the target is ε itself, so a head that predicts zero scores mean(ε²) ≈ 1, not σ²."""
+    model = build_model(tiny())
+    with torch.no_grad():
+        model.heads.denoise.out.weight.zero_()  # the head now predicts zero everywhere
+    rng = np.random.default_rng(5)
+    prots = [Protein("".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), 150)),
+                     (rng.normal(size=(150, 3)) * 8).astype(np.float32)) for _ in range(2)]
+    batch = stage0_batch(model, prots, ["a", "b"], text_encoder)
+    seen = []
+    hook = model.heads.denoise.register_forward_hook(lambda mod, args, out: seen.append((args[2], args[3])))
+    try:
+        with torch.no_grad():
+            losses = model.stage0_losses(batch, WEIGHTS, generator=torch.Generator().manual_seed(6))
+    finally:
+        hook.remove()
+    noisy, cmask = seen[0]
+    sigma = model.config.heads.denoise_sigma
+    eps = (noisy - batch["coords"])[cmask] / sigma
+    assert eps.shape[0] == 300
+    torch.testing.assert_close(losses["denoise"], eps.pow(2).mean(), rtol=1e-4, atol=1e-5)
+    assert 0.8 < float(losses["denoise"]) < 1.2  # mean of 900 squared N(0, 1) draws
+    assert float(eps.std()) == pytest.approx(1.0, abs=0.1)  # the noise added is σ·ε with σ = 0.2 Å
+
+
+def test_contrastive_loss_reads_a_clean_encoder_pass(model, text_encoder) -> None:
+    """The protein side of InfoNCE is the pooled encoder output of the uncorrupted sequence and clean coordinates;
+    the masked, noised pass feeds only the masked-residue and denoising heads."""
+    rng = np.random.default_rng(7)
+    prots = [Protein("MKTAYIAKQRQISFVKSHFSRQ", (rng.normal(size=(22, 3)) * 5).astype(np.float32)), "MKVLAAGIVG"]
+    batch = stage0_batch(model, prots, ["a kinase", "a peptide"], text_encoder)
+    losses = model.stage0_losses(batch, WEIGHTS, generator=torch.Generator().manual_seed(8))
+    clean = model.encode(batch).last
+    expected = model.heads.contrastive(masked_mean(clean, batch["protein_residue_mask"].bool()),
+                                       batch["text_features"])
+    torch.testing.assert_close(losses["contrastive"], expected)
+
+
+def test_stage0_losses_need_the_pooled_captions(model, text_encoder) -> None:
+    from sepit.errors import InputError
+
+    batch = model.processor.stage0_batch(["MKV"], ["x"], text_encoder)  # caption tokens only
+    with pytest.raises(InputError, match="text_features"):
+        model.stage0_losses(batch, WEIGHTS)
+    with pytest.raises(ValueError, match="mlm"):
+        model.stage0_losses(stage0_batch(model, ["MKV"], ["x"], text_encoder), {"contrastive": 1, "denoise": 1})
+
+
+def test_contrastive_head_without_a_process_group_is_local() -> None:
+    """``gather=True`` in one process (no group) is the local loss: one process is its own global batch."""
+    head = ContrastiveHead(protein_dim=8, text_dim=6, dim=16)
+    p, t = torch.randn(5, 8), torch.randn(5, 6)
+    torch.testing.assert_close(head(p, t, gather=True), head(p, t, gather=False))

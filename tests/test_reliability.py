@@ -181,12 +181,12 @@ def test_cached_features_do_not_depend_on_batch_company() -> None:
     items = make_items(6)
     keys = [((i.id, i.proteins[0].coords is not None), i.proteins[0]) for i in items]
     together = ChatRunner(cfg, model, torch.device("cpu"))
-    together._ensure_cached(keys)
+    got = together._ensure_cached(keys)
     for k, p in keys:
         alone = ChatRunner(cfg, model, torch.device("cpu"))
-        alone._ensure_cached([(k, p)])
-        assert torch.equal(alone.cache[k], together.cache[k]), k
-    assert len({together.cache[k].shape[0] for k, _ in keys}) > 1  # the proteins differ in length
+        assert torch.equal(alone._ensure_cached([(k, p)])[k], got[k]), k
+        assert torch.equal(together.cache.get(k), got[k]), k  # what the cache holds is what was returned
+    assert len({got[k].shape[0] for k, _ in keys}) > 1  # the proteins differ in length
 
 
 @pytest.mark.slow

@@ -60,7 +60,9 @@ def test_under_bf16_autocast_structure_and_loss_stay_fp32() -> None:
     text_encoder = model.load_text_encoder().eval()  # stage 0: contrastive, denoising and masked-residue losses
     s0 = model.processor.stage0_batch([i.proteins[0] for i in items], [i.caption for i in items], text_encoder)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = model.stage0_losses(s0, text_encoder, generator=torch.Generator().manual_seed(0))
+        s0["text_features"] = text_encoder(s0.pop("text_input_ids"), s0.pop("text_attention_mask"))
+        losses = model.stage0_losses(s0, {"contrastive": 1.0, "denoise": 1.0, "mlm": 1.0},
+                                     generator=torch.Generator().manual_seed(0))
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values()), losses
 
 

@@ -28,8 +28,10 @@ from sepit.config import to_dict
 from sepit.data.build_structures import Header, read_structure_map, structures_from_files
 from sepit.data.config import DataConfig
 from sepit.data.instructions import Catalog, QAOptions, load_templates, protein_instructions, structure_note
+from sepit.data.instructions.record import Instruction
 from sepit.data.instructions.templates import TASKS
 from sepit.data.readers import SkipLog, read_go_terms, read_human_table, read_proteins
+from sepit.data.record_index import RecordIndexWriter
 from sepit.data.records import ProteinEntry
 from sepit.data.split import (
     SPLITS,
@@ -249,28 +251,38 @@ def _split_all(inputs: Inputs, cfg: DataConfig, tool: HomologyTool,
 
 
 class _ShardWriter:
-    """Records of one split into ``records/<split>-NNNNN.jsonl``, ``shard_size`` lines per file."""
+    """Records of one split into ``records/<split>-NNNNN.jsonl``, ``shard_size`` lines per file, and their
+    :class:`~sepit.data.record_index.RecordIndex` (``records/<split>.index.*``: byte offsets, kinds, tasks, sizes)."""
 
     def __init__(self, root: Path, split: str, shard_size: int) -> None:
         self.root, self.split, self.shard_size = root, split, shard_size
         self.files: list[str] = []
-        self._f: IO[str] | None = None
+        self.index = RecordIndexWriter()
+        self._f: IO[bytes] | None = None
         self._n = 0
+        self._offset = 0
 
-    def write(self, line: str) -> None:
+    def write(self, rec: Instruction, residues: int, structured: bool) -> None:
+        """Append ``rec`` (its proteins have ``residues`` residues in all; ``structured``: all have a structure)."""
         if self._f is None or self._n >= self.shard_size:
             self.close()
             name = f"records/{self.split}-{len(self.files):05d}.jsonl"
             self.files.append(name)
-            self._f = open(self.root / name, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
-            self._n = 0
-        self._f.write(line + "\n")
+            self._f = open(self.root / name, "wb")  # noqa: SIM115 - closed by close()
+            self._n = self._offset = 0
+        data = (rec.to_line() + "\n").encode("utf-8")
+        self.index.add(len(self.files) - 1, self._offset, rec, residues, structured)
+        self._f.write(data)
         self._n += 1
+        self._offset += len(data)
 
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+    def save_index(self) -> None:
+        self.index.save(self.root, self.split, self.files)
 
 
 def _versions(leak_tool: str) -> dict[str, str]:
@@ -385,6 +397,8 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
         writers = {sp: _ShardWriter(tmp, sp, cfg.shard_size) for sp in SPLITS}
         fastas = {sp: open(tmp / "fasta" / f"{sp}.fasta", "w", encoding="utf-8") for sp in SPLITS}  # noqa: SIM115
         out_store = StructureStore()
+        lengths = {e.accession: e.length for e in kept}  # residues per record, for the record index
+        structured = {e.accession for e in kept if inputs.store.info(e.accession) is not None}
         try:
             with open(tmp / "proteins.jsonl", "w", encoding="utf-8") as pf:
                 for e in progress(kept, desc="instructions", unit="protein"):
@@ -405,7 +419,8 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
                         note = structure_note(h.pdb_id, h.chain, h.title) if h and h.pdb_id else None
                     for r in protein_instructions(e, catalog, templates, split=sp, seed=cfg.seed, options=options,
                                                   ss_labels=ss, structure=note or "", stats=no_negative):
-                        writers[sp].write(r.to_line())
+                        writers[sp].write(r, sum(lengths.get(p, 0) for p in r.protein_ids),
+                                          all(p in structured for p in r.protein_ids))
                         records_per_split[sp] += 1
                         by_task.setdefault(r.task, {}).setdefault(r.kind, Counter())[sp] += 1  # type: ignore[index]
                         if r.kind == "yesno":
@@ -415,6 +430,8 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
                 w.close()
             for f in fastas.values():
                 f.close()
+        for w in writers.values():
+            w.save_index()
         out_store.save(tmp / "structures.npz")
         if index_rows:
             write_index(tmp / "index", index_rows, sources=inputs.sources)

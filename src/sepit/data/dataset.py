@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sepit.data.instructions.record import Instruction
+from sepit.data.record_index import RecordIndex
 from sepit.data.split import SPLITS
 from sepit.data.structures import StructureStore
 from sepit.errors import InputError
@@ -109,6 +110,17 @@ class InstructionDataset:
                             raise InputError(shard, f"line {n} is not JSON") from None
                         if (kind_set is None or d["kind"] in kind_set) and (task_set is None or d["task"] in task_set):
                             yield Instruction.from_json(d)
+
+    def record_index(self, split: str) -> RecordIndex:
+        """The split's :class:`~sepit.data.record_index.RecordIndex` (byte offsets, kinds, tasks, sizes of its
+        records, memory-mapped): what training streams records through."""
+        shards = [str(p.relative_to(self.path)) for p in self.shards(split)]
+        index_file = self.path / "records" / f"{split}.index" / "meta.json"
+        if index_file.is_file():
+            return RecordIndex.open(self.path, split)
+        meta = self._protein_meta()
+        return RecordIndex.open(self.path, split, shards, {k: len(d["sequence"]) for k, d in meta.items()},
+                                {k for k, d in meta.items() if d.get("has_structure")})
 
     def record(self, n: int, split: str | None = None) -> Instruction:
         """The ``n``-th record (0-based, in :meth:`records` order); IndexError past the end."""

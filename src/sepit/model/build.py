@@ -1,4 +1,5 @@
-"""Builders: ``ModelConfig`` → ``SepitModel`` (with weights), or a weightless skeleton on the meta device.
+"""Builders: ``ModelConfig`` → ``SepitModel`` (with weights), or a weightless skeleton on the meta device (to count
+it, or to fill in parts: :func:`build_on_meta`).
 
 Presets are functions returning configs: :func:`tiny` (random, offline, for tests), :func:`default` (ESM-2 t6 8M +
 SmolLM2-135M-Instruct + MiniLM, after ``sepit models fetch``) and :func:`paper` (ESM-2 650M + TinyLlama-1.1B-Chat
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from sepit.errors import SepitError
 from sepit.log import get_logger
@@ -23,7 +25,7 @@ from sepit.model.encoder import StructureAwareEsm
 from sepit.model.fusion import SepitModel
 from sepit.model.generation import use_ragged_attention
 from sepit.model.heads import Stage0Heads
-from sepit.model.moe import upcycle_to_moe
+from sepit.model.moe import MoEFeedForward, upcycle_mlp, upcycle_to_moe
 from sepit.model.processor import SepitProcessor, add_protein_tokens
 from sepit.model.projector import Projector
 from sepit.model.structure import StructureModule
@@ -107,14 +109,8 @@ def assemble(cfg: ModelConfig, esm, llm, plm_tokenizer, llm_tokenizer, text_hidd
     decoding attention (:func:`sepit.model.generation.use_ragged_attention`; sdpa except in decoding steps).
     """
     esm.set_attn_implementation(cfg.plm_attn_implementation)
-    ec = esm.config
-    sc, hc, pc = cfg.structure, cfg.heads, cfg.projector
-    with _seeded(seed):
-        structure = StructureModule(ec.num_attention_heads, ec.hidden_size, sc.num_kernels, sc.bias_hidden,
-                                    sc.node_scale)
-        heads = Stage0Heads(ec.hidden_size, text_hidden, ec.vocab_size, sc.num_kernels, hc.contrastive_dim,
-                            hc.temperature_init)
-        projector = Projector(ec.hidden_size, int(llm.config.hidden_size), pc.hidden_dim or None, pc.num_layers)
+    pc = cfg.projector
+    structure, heads, projector = new_modules(cfg, esm.config, int(llm.config.hidden_size), text_hidden, seed=seed)
     processor = None
     if plm_tokenizer is not None and llm_tokenizer is not None:
         processor = SepitProcessor(plm_tokenizer, llm_tokenizer, pool=pc.pool, max_residues=cfg.max_residues)
@@ -125,6 +121,22 @@ def assemble(cfg: ModelConfig, esm, llm, plm_tokenizer, llm_tokenizer, text_hidd
     sources = dict(sources or {})
     sources.setdefault("text_hidden_size", text_hidden)
     return SepitModel(StructureAwareEsm(esm, structure), heads, projector, llm, processor, cfg, sources)
+
+
+def new_modules(cfg: ModelConfig, esm_config: Any, llm_hidden: int, text_hidden: int, *, seed: int
+                ) -> tuple[StructureModule, Stage0Heads, Projector]:
+    """sepit's own modules around the ESM and the LLM (structure module, stage-0 heads, projector), drawn from
+    ``seed``: the same values whenever they are built with the same arguments, so an FSDP set-up can build a second,
+    real copy to fill a meta-device skeleton's (:func:`build_on_meta`)."""
+    sc, hc, pc = cfg.structure, cfg.heads, cfg.projector
+    ec = esm_config
+    with _seeded(seed):
+        structure = StructureModule(ec.num_attention_heads, ec.hidden_size, sc.num_kernels, sc.bias_hidden,
+                                    sc.node_scale)
+        heads = Stage0Heads(ec.hidden_size, text_hidden, ec.vocab_size, sc.num_kernels, hc.contrastive_dim,
+                            hc.temperature_init)
+        projector = Projector(ec.hidden_size, llm_hidden, pc.hidden_dim or None, pc.num_layers)
+    return structure, heads, projector
 
 
 def _tiny_plm(cfg: ModelConfig):
@@ -223,6 +235,128 @@ def build_skeleton(cfg: ModelConfig) -> tuple[SepitModel, dict[str, str]]:
         llm = AutoModelForCausalLM.from_config(llm_conf)
         model = assemble(cfg, esm, llm, None, None, text_hidden)
     return model, origin
+
+
+# ---- skeletons to fill in parts (FSDP set-up: each process reads or draws its shards) --------------------------------
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside register their parameters on the meta device (no memory, no values: each is created
+    empty, untouched, and moved there before anything could fill it), while their buffers stay real on the CPU.
+
+    Checkpoints do not hold non-persistent buffers (rotary frequencies, position ids), so a skeleton built this way
+    keeps the values its modules compute for them, where one built under ``torch.device("meta")`` has none; its
+    parameters are filled later (:mod:`sepit.train.fsdp_init`). Nothing is drawn from the RNG: initialising a meta
+    tensor draws nothing."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _parameters_to_meta(model: nn.Module) -> None:
+    """Every parameter of ``model`` → an empty one on the meta device (tied parameters stay one)."""
+    moved: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if id(p) not in moved:
+                moved[id(p)] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+            module.register_parameter(name, moved[id(p)])
+
+
+def router_weights(num_layers: int, hidden_size: int, num_experts: int, *, seed: int) -> list[torch.Tensor]:
+    """The router weights (E, D) that :func:`~sepit.model.moe.upcycle_to_moe` draws for the ``num_layers`` decoder
+    layers of an LLM when seeded with ``seed`` (as :func:`assemble` and stage 2 upcycle), drawn without the LLM:
+    ``upcycle_mlp`` layer after layer, as ``upcycle_to_moe`` calls it, around a stand-in FFN whose copies draw
+    nothing."""
+    stand_in = nn.Module()
+    stand_in.weight = nn.Parameter(torch.zeros(1))
+    with _seeded(seed):
+        return [upcycle_mlp(stand_in, hidden_size, num_experts).router.weight.detach()
+                for _ in range(num_layers)]
+
+
+def added_token_rows(llm_config: Any, input_weight: torch.Tensor, output_weight: torch.Tensor | None,
+                     num_tokens: int, *, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The rows :func:`build_model` (seeded with ``seed``) adds to a pretrained LLM's input embeddings (and untied
+    output embeddings) when it grows them to ``num_tokens`` for the protein tokens, from those pretrained matrices
+    alone (V_old, D): an LLM of ``llm_config`` with every other parameter on the meta device, whose embeddings are
+    these real matrices, is resized as build_model resizes its LLM (same seed, same draws; the new rows' mean and
+    covariance need the whole matrix). → ((num_tokens - V_old, D), same or None)."""
+    from transformers import AutoModelForCausalLM
+
+    with parameters_on_meta():
+        llm = AutoModelForCausalLM.from_config(llm_config)
+    llm.set_input_embeddings(nn.Embedding.from_pretrained(input_weight.float(), freeze=False))
+    if output_weight is None:
+        llm.tie_weights()  # the output embeddings are the input ones, as in the pretrained LLM
+    else:
+        head = llm.get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            raise SepitError(f"{type(llm).__name__}: an output layer with a bias cannot be resized here")
+        head.weight = nn.Parameter(output_weight.float())
+    old = input_weight.shape[0]
+    with _seeded(seed + 2):  # as build_model
+        llm.resize_token_embeddings(num_tokens)
+    rows_in = llm.get_input_embeddings().weight.detach()[old:].clone()
+    rows_out = None if output_weight is None else llm.get_output_embeddings().weight.detach()[old:].clone()
+    return rows_in, rows_out
+
+
+def build_on_meta(cfg: ModelConfig, *, seed: int = 0) -> tuple[SepitModel, dict[str, torch.Tensor], dict[str, Path]]:
+    """:func:`build_model`'s model as a skeleton to fill in parts: every parameter on the meta device, buffers real
+    (:func:`parameters_on_meta`); no pretrained weight is read.
+
+    Returns (model, values, pretrained):
+
+    - ``values``: the tensors build_model draws or computes itself, by state-dict name, with the values it gives
+      them (same seeds, drawn on the CPU): sepit's new modules, random ``tiny`` parts (which have no checkpoint),
+      routers of an MoE (``moe.enabled``) and buffers;
+    - ``pretrained``: the Hugging Face directories (``plm``, ``llm``) whose weight files hold the other parameters;
+      the LLM's embeddings have their grown shape, the added rows are :func:`added_token_rows`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, EsmModel, GenerationConfig
+
+    sources: dict[str, Any] = {"text_encoder": cfg.text_encoder}
+    pretrained: dict[str, Path] = {}
+    if cfg.plm == TINY:
+        esm, plm_tok = _tiny_plm(cfg)  # random: drawn for real, its values kept below
+        sources["plm"] = TINY
+    else:
+        path = pretrained["plm"] = _resolve(cfg.plm)
+        with parameters_on_meta():
+            esm = EsmModel(AutoConfig.from_pretrained(path), add_pooling_layer=False)
+        plm_tok = AutoTokenizer.from_pretrained(path)
+        sources["plm"] = str(path)
+    if cfg.llm == TINY:
+        llm, llm_tok = _tiny_llm(cfg)
+        sources["llm"] = TINY
+    else:
+        path = pretrained["llm"] = _resolve(cfg.llm)
+        with parameters_on_meta():
+            llm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+            llm_tok = AutoTokenizer.from_pretrained(path)
+            add_protein_tokens(llm_tok)
+            if len(llm_tok) > llm.get_input_embeddings().weight.shape[0]:
+                llm.resize_token_embeddings(len(llm_tok), mean_resizing=False)  # the shape; values: added_token_rows
+        if (path / "generation_config.json").is_file():  # as from_pretrained reads it
+            llm.generation_config = GenerationConfig.from_pretrained(path)
+        sources["llm"] = str(path)
+    model = assemble(cfg, esm, llm, plm_tok, llm_tok, _text_hidden_size(cfg), seed=seed, sources=sources)
+    values = {name: t.detach() for name, t in model.state_dict(keep_vars=True).items() if not t.is_meta}
+    if cfg.moe.enabled and "llm" in pretrained:  # a meta LLM's routers were not drawn: draw them as assemble does
+        moe = [(name, m) for name, m in model.named_modules() if isinstance(m, MoEFeedForward)]
+        routers = router_weights(len(moe), int(llm.config.hidden_size), cfg.moe.num_experts, seed=seed + 1)
+        values.update({f"{name}.router.weight": w for (name, _), w in zip(moe, routers)})
+    _parameters_to_meta(model)
+    return model, values, pretrained
 
 
 def with_moe(cfg: ModelConfig, enabled: bool = True) -> ModelConfig:

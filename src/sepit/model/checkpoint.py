@@ -36,7 +36,7 @@ RETRIEVAL = "retrieval"  # the homolog-context index (models with retrieval.enab
 REQUIRED = (WEIGHTS, CONFIG, "plm/config.json", "llm/config.json")
 
 #: Config fields that change the architecture or the weights' meaning; a checkpoint and a config that disagree on
-#: any of them cannot be combined. The rest (loss weights, limits) are run-time settings.
+#: any of them cannot be combined. The rest (corruption rates, limits) are run-time settings.
 ARCHITECTURE_FIELDS: tuple[str, ...] = (
     "plm", "llm", "text_encoder", "structure.num_kernels", "structure.bias_hidden", "structure.node_scale",
     "heads.contrastive_dim", "projector.num_layers", "projector.hidden_dim", "projector.pool", "moe.enabled",
@@ -197,13 +197,23 @@ def load_model(directory: str | Path, expect: ModelConfig | None = None, *, devi
     """Load a saved SepitModel; needs nothing but the directory. Strict: every weight must fit exactly.
 
     ``expect``: the config a caller intends to use; if its architecture fields differ from the checkpoint's, a
-    CheckpointError names them. Its run-time settings (loss weights, limits) then replace the saved ones.
+    CheckpointError names them. Its run-time settings (corruption rates, limits) then replace the saved ones.
     """
+    d = Path(directory)
+    model = _rebuild(d, expect)
+    load_weights(model, d / WEIGHTS, device=device, against="the recorded architecture")
+    if (d / RETRIEVAL).is_dir():
+        model.retrieval_index = d / RETRIEVAL
+    return model.to(device)
+
+
+def _rebuild(d: Path, expect: ModelConfig | None):
+    """The model of checkpoint ``d`` without its weights (as its modules initialise them), after checking its files
+    (:func:`load_model`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, EsmModel
 
     from sepit.model.build import assemble
 
-    d = Path(directory)
     record = read_record(d)
     cfg = checkpoint_config(d)
     if expect is not None:
@@ -233,11 +243,7 @@ def load_model(directory: str | Path, expect: ModelConfig | None = None, *, devi
     if text_hidden <= 0:
         raise CheckpointError(f"{d / CONFIG}: text_encoder.hidden_size missing")
     sources = {"plm": record["plm"]["source"], "llm": record["llm"]["source"], "text_hidden_size": text_hidden}
-    model = assemble(cfg, esm, llm, plm_tok, llm_tok, text_hidden, sources=sources)
-    load_weights(model, d / WEIGHTS, device=device, against="the recorded architecture")
-    if (d / RETRIEVAL).is_dir():
-        model.retrieval_index = d / RETRIEVAL
-    return model.to(device)
+    return assemble(cfg, esm, llm, plm_tok, llm_tok, text_hidden, sources=sources)
 
 
 def load_weights(model: torch.nn.Module, file: str | Path, *, device: str | torch.device = "cpu",
@@ -263,6 +269,102 @@ def load_weights(model: torch.nn.Module, file: str | Path, *, device: str | torc
         raise CheckpointError(f"{file}: weights do not fit {against} (missing "
                               f"{sorted(missing)[:3]}{'…' if len(missing) > 3 else ''}, unexpected "
                               f"{sorted(unexpected)[:3]}{'…' if len(unexpected) > 3 else ''})")
+
+
+# ---- reading in parts (FSDP set-up: each process reads the rows of its shards) -------------------------------------
+@dataclasses.dataclass(eq=False, frozen=True)
+class StoredTensor:
+    """A tensor of the safetensors ``file`` (stored under ``key``, of ``shape``), to read in parts; ``added``: rows
+    that follow the stored ones (an embedding grown by new tokens), a CPU tensor."""
+
+    file: Path
+    key: str
+    shape: tuple[int, ...]
+    added: torch.Tensor | None = None
+
+    @property
+    def full_shape(self) -> tuple[int, ...]:
+        """The shape with the added rows."""
+        if self.added is None:
+            return self.shape
+        return (self.shape[0] + self.added.shape[0], *self.shape[1:])
+
+    def read(self, start: int | None = None, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of the tensor (all of it when both are None), a CPU tensor of the stored dtype (the
+        added rows' dtype for those). Only those rows are read: the file is opened for this read alone, through
+        ``safe_open(...).get_slice``."""
+        from safetensors import SafetensorError, safe_open
+
+        rows = self.full_shape[0] if self.full_shape else 0
+        start, stop = (0, rows) if start is None and stop is None else (start or 0, rows if stop is None else stop)
+        stored = self.shape[0] if self.shape else 0
+        parts = []
+        try:
+            with safe_open(str(self.file), "pt") as f:
+                if not self.shape:  # 0-d: read whole
+                    return f.get_tensor(self.key)
+                if start < stored or self.added is None:  # (an empty slice for a shard with no rows)
+                    parts.append(f.get_slice(self.key)[min(start, stored):min(stop, stored)])
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{self.file}: unreadable weights ({e})") from None
+        if self.added is not None and stop > stored:
+            parts.append(self.added[max(start - stored, 0):stop - stored].to(parts[0].dtype if parts else None))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def stored_tensors(file: str | Path) -> dict[str, StoredTensor]:
+    """Every tensor of a safetensors file by name (nothing read but the header). A tied weight stored once appears
+    under each of its names: the file's metadata maps the other names to the stored one, the way safetensors'
+    ``save_model`` and :func:`save_model` write it."""
+    from safetensors import SafetensorError, safe_open
+
+    file = Path(file)
+    try:
+        with safe_open(str(file), "pt") as f:
+            out = {k: StoredTensor(file, k, tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file}: unreadable weights ({e})") from None
+    for name, stored in metadata.items():
+        if stored in out and name not in out:
+            out[name] = out[stored]
+    return out
+
+
+def pretrained_tensors(directory: str | Path) -> dict[str, StoredTensor]:
+    """The tensors of a Hugging Face checkpoint folder by name: ``model.safetensors``, or the files listed by its
+    ``model.safetensors.index.json``. A folder without safetensors weights is a one-line CheckpointError."""
+    d = Path(directory)
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            files = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise CheckpointError(f"{index}: unreadable index of weight files ({e})") from None
+    elif (d / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise CheckpointError(f"{d}: no safetensors weights (model.safetensors or model.safetensors.index.json) to "
+                              "read in parts; convert its weights to safetensors")
+    out: dict[str, StoredTensor] = {}
+    for name in files:
+        out.update(stored_tensors(d / name))
+    return out
+
+
+def load_skeleton(directory: str | Path, expect: ModelConfig | None = None):
+    """:func:`load_model`'s model as a skeleton to fill in parts: every parameter on the meta device, buffers real
+    (:func:`sepit.model.build.parameters_on_meta`); of the weights only their names and shapes are read (their file
+    is checked against its sha256 first, as load_model checks it). Returns (model, the file's tensors by name,
+    :func:`stored_tensors`)."""
+    from sepit.model.build import parameters_on_meta
+
+    d = Path(directory)
+    with parameters_on_meta():
+        model = _rebuild(d, expect)
+    if (d / RETRIEVAL).is_dir():
+        model.retrieval_index = d / RETRIEVAL
+    return model, stored_tensors(d / WEIGHTS)
 
 
 def skeleton_from_checkpoint(directory: str | Path, *, moe: bool | None = None):

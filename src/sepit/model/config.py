@@ -25,17 +25,34 @@ class StructureConfig:
     node_scale: float = 0.01  # ω: node encoding is added to the residue embeddings × ω
 
 
+#: HeadsConfig keys of older sepit versions, no longer used: the stage-0 loss weights are the training config's
+#: ``loss_weights`` (one source for training and validation). Models saved before still carry them.
+RETIRED_HEADS_KEYS = ("contrastive_weight", "denoise_weight", "mlm_weight")
+
+
 @dataclass
 class HeadsConfig:
-    """Stage-0 heads and losses (contrastive InfoNCE + coordinate denoising + masked residues, equal weights)."""
+    """Stage-0 heads and their corruption settings (contrastive InfoNCE + coordinate denoising + masked residues).
+    The losses' weights are not here: they are the training config's ``loss_weights``."""
 
     contrastive_dim: int = 512
     temperature_init: float = 0.07  # the logit scale starts at 1 / temperature_init
-    denoise_sigma: float = 0.2  # Å, Gaussian noise on real (structured) residues
+    denoise_sigma: float = 0.2  # Å: noise σ·ε on real (structured) residues; the head predicts ε
     mask_prob: float = 0.15
-    contrastive_weight: float = 1.0
-    denoise_weight: float = 1.0
-    mlm_weight: float = 1.0
+    # Retired (RETIRED_HEADS_KEYS): accepted so that older models' sepit_config.json still loads, and dropped.
+    contrastive_weight: float | None = field(default=None, repr=False)
+    denoise_weight: float | None = field(default=None, repr=False)
+    mlm_weight: float | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        given = {k: getattr(self, k) for k in RETIRED_HEADS_KEYS if getattr(self, k) is not None}
+        if given:
+            from sepit.log import get_logger
+
+            get_logger(__name__).debug(f"heads: retired key(s) {given} dropped; the stage-0 loss weights are the "
+                                       "training config's loss_weights")
+            for k in given:
+                setattr(self, k, None)
 
 
 @dataclass

@@ -12,7 +12,7 @@ padding) and the inference dtype in :mod:`sepit.model.precision`; :meth:`SepitMo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from sepit.model import generation
 from sepit.model import precision as _precision
 from sepit.model.config import ModelConfig
 from sepit.model.encoder import EncoderOutput, StructureAwareEsm
-from sepit.model.heads import Stage0Heads, masked_mean
+from sepit.model.heads import Stage0Heads, denoise_mask, masked_mean
 from sepit.model.moe import is_moe, moe_layers, upcycle_to_moe
 from sepit.model.precision import inference_dtype
 from sepit.model.processor import IGNORE, SepitProcessor
@@ -210,15 +210,30 @@ class SepitModel(nn.Module):
         return generation.yes_no_probability(self, batch)
 
     # ---- stage 0 --------------------------------------------------------------------------------------------------
-    def stage0_losses(self, batch: dict[str, torch.Tensor], text_encoder: nn.Module,
+    def stage0_losses(self, batch: dict[str, torch.Tensor], weights: Mapping[str, float], *, gather: bool = False,
                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Stage-0 losses from one encoder pass over corrupted inputs → dict of scalars ``loss`` (weighted sum),
-        ``contrastive`` (InfoNCE vs the frozen text encoder), ``denoise`` (MSE of predicted vs added Cα noise,
-        σ = heads.denoise_sigma Å, on residues with structure; 0 when the batch has none) and ``mlm`` (masked
-        residues over the 33-token ESM vocabulary; ``heads.mask_prob`` of the residues, 80/10/10 BERT corruption).
+        """Stage-0 losses → dict of scalars ``loss`` (Σ ``weights[k]`` × k over the three), ``contrastive``,
+        ``denoise`` and ``mlm``.
 
-        batch: protein keys + ``text_input_ids``/``text_attention_mask`` (``SepitProcessor.stage0_batch``).
+        - ``contrastive``: InfoNCE of the masked-mean-pooled last hidden states of a clean encoder pass (the
+          sequence and coordinates as given, as inference sees them) against ``batch["text_features"]`` (B, Dt),
+          the frozen text encoder's pooled captions; ``gather``: negatives from every process (see
+          :class:`~sepit.model.heads.ContrastiveHead`).
+        - ``mlm`` and ``denoise`` from a second pass over corrupted inputs: ``heads.mask_prob`` of the residues
+          masked (80/10/10 BERT corruption, at least one per protein), scored over the 33-token ESM vocabulary; Cα
+          coordinates + σ·ε (σ = ``heads.denoise_sigma`` Å, ε ~ N(0, I)) on residues with structure, and the
+          denoising head predicts the unit-variance ε (MSE; predicting zero scores 1.0; 0 when the batch has no
+          structure).
+
+        batch: protein keys + ``text_features`` (``Stage0Runner.collate``); ``weights``: the training config's
+        ``loss_weights`` (keys contrastive, denoise, mlm); ``generator`` draws the corruption (global RNG if None).
         """
+        missing = [k for k in ("contrastive", "denoise", "mlm") if k not in weights]
+        if missing:
+            raise ValueError(f"stage-0 loss weights lack {missing} (the training config's loss_weights give them)")
+        if "text_features" not in batch:
+            raise InputError(None, "a stage-0 batch needs text_features (B, D): the captions pooled by the frozen "
+                                   "text encoder (Stage0Runner.collate adds them)")
         hc = self.config.heads
         ids = batch["protein_input_ids"]
         attn = batch["protein_attention_mask"].bool()
@@ -242,25 +257,28 @@ class SepitModel(nn.Module):
         corrupted = torch.where(chosen & (roll < 0.8), torch.full_like(ids, self.processor.mask_token_id), ids)
         corrupted = torch.where(chosen & (roll >= 0.8) & (roll < 0.9), random_aa, corrupted)
 
-        # coordinate noise on residues with structure
-        coords, cmask = batch["coords"].float(), batch["coord_mask"].bool() & residues
-        noise = torch.randn(coords.shape, generator=gen, device=gen.device if gen is not None else dev).to(dev)
-        noise = noise * hc.denoise_sigma * cmask.unsqueeze(-1)
-        # the pair kernels feed the denoising head: requested always, so validation (no grad) scores it too
-        enc = self.encoder(corrupted, attn, coords + noise, cmask, return_kernels=True)
-        last = enc.last
-
-        mlm = F.cross_entropy(self.heads.mlm(last[chosen]).float(), ids[chosen])
-        if enc.kernels is not None:
-            pred = self.heads.denoise(last, enc.kernels, coords + noise, cmask)
-            denoise = F.mse_loss(pred[cmask].float(), noise[cmask])
+        # coordinate noise σ·ε on residues with structure; the head's target is ε, of unit variance whatever σ
+        coords, cmask = batch["coords"].float(), denoise_mask(batch)
+        eps = torch.randn(coords.shape, generator=gen, device=gen.device if gen is not None else dev).to(dev)
+        eps = eps * cmask.unsqueeze(-1)
+        noisy = coords + hc.denoise_sigma * eps
+        # corrupted pass; its pair kernels (of the noisy coordinates) feed the denoising head, in training and
+        # validation alike
+        corrupt = self.encoder(corrupted, attn, noisy, cmask, return_kernels=True)
+        mlm = F.cross_entropy(self.heads.mlm(corrupt.last[chosen]).float(), ids[chosen])
+        if corrupt.kernels is not None:
+            pred = self.heads.denoise(corrupt.last, corrupt.kernels, noisy, cmask)
+            denoise = F.mse_loss(pred[cmask].float(), eps[cmask])
         else:
-            denoise = last.sum() * 0.0
-        with torch.no_grad():
-            text = text_encoder(batch["text_input_ids"], batch["text_attention_mask"])
-        contrastive = self.heads.contrastive(masked_mean(last, residues), text)
-        loss = hc.contrastive_weight * contrastive + hc.denoise_weight * denoise + hc.mlm_weight * mlm
-        return {"loss": loss, "contrastive": contrastive, "denoise": denoise, "mlm": mlm}
+            denoise = corrupt.last.sum() * 0.0
+
+        # clean pass: the protein side of the contrastive loss is what inference encodes (no masks, no noise)
+        clean = self.encode(batch)
+        contrastive = self.heads.contrastive(masked_mean(clean.last, residues), batch["text_features"],
+                                             gather=gather)
+        parts = {"contrastive": contrastive, "denoise": denoise, "mlm": mlm}
+        loss = sum(float(weights[k]) * v for k, v in parts.items())
+        return {"loss": loss, **parts}
 
     def load_text_encoder(self, device: str | torch.device | None = None) -> nn.Module:
         """The frozen stage-0 text encoder this model was built for (``config.text_encoder``), checked to fit

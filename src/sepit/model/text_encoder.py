@@ -1,7 +1,8 @@
 """The frozen text encoder of stage 0 (default all-MiniLM-L6-v2): captions → masked-mean-pooled vectors.
 
 It is not part of :class:`SepitModel` (nor of its checkpoints or parameter groups): stage 0 loads it next to the
-model with :func:`load_text_encoder` and passes it explicitly to ``SepitModel.stage0_losses``.
+model with :func:`load_text_encoder`, and its collate puts the pooled captions in the batch (``text_features``) that
+``SepitModel.stage0_losses`` reads.
 """
 
 from __future__ import annotations

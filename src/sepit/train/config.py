@@ -8,12 +8,19 @@ weights stay frozen and LoRA adapters on its attention projections train at ``lr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 from sepit.config import config_kind
 
 GROUPS = ("plm", "structure", "heads", "projector", "llm", "experts", "router")
+
+#: The ``loss_weights`` keys each stage reads. Stage 0's defaults are here, the one place they are set: a stage-0
+#: config gets every key (those it leaves out at these values), for training and its validation loss alike. ``aux``
+#: (stages 1–2) defaults to the model's ``moe.aux_loss_weight``.
+LOSS_WEIGHT_KEYS: dict[int, tuple[str, ...]] = {0: ("contrastive", "denoise", "mlm"), 1: ("aux",), 2: ("aux",)}
+STAGE0_LOSS_WEIGHTS: dict[str, float] = {"contrastive": 1.0, "denoise": 1.0, "mlm": 1.0}
 
 
 @dataclass
@@ -28,6 +35,10 @@ class DataSection:
     max_protein_len: int = 1022
     eval_split: str = "valid"
     eval_records: int = 64
+    # only records whose proteins all have a structure (``has_structure`` in proteins.jsonl), in training and
+    # validation alike; ``max_records``/``eval_records`` then count those. Stage 0 sets it: its data is (protein,
+    # structure, caption), and a protein without one gives no denoising signal.
+    require_structure: bool = False
 
 
 @dataclass
@@ -86,6 +97,7 @@ class TrainConfig:
     structure_dropout: float = 0.15
     upcycle_experts: int = 0
     cache_encoder: bool = True
+    cache_max_gb: float = 4.0  # stage 2's encoder cache: host memory per process (least recently used out first)
     epochs: int = 1
     max_steps: int = 0
     batch_size: int = 4
@@ -113,8 +125,19 @@ class TrainConfig:
             raise ValueError(f"lr names unknown parameter group(s) {unknown}; groups are {list(GROUPS)}")
         if not self.lr:
             raise ValueError("lr is empty: a stage must train at least one parameter group")
+        allowed = LOSS_WEIGHT_KEYS[self.stage]
+        for key, weight in self.loss_weights.items():
+            if key not in allowed:
+                raise ValueError(f"loss_weights.{key} is not a loss of stage {self.stage}; its losses are "
+                                 f"{list(allowed)}")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"loss_weights.{key} must be a finite number >= 0, got {weight}")
+        if self.stage == 0:
+            self.loss_weights = {**STAGE0_LOSS_WEIGHTS, **self.loss_weights}
         if self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("batch_size and grad_accum must be >= 1")
+        if self.cache_max_gb < 0:
+            raise ValueError(f"cache_max_gb must be >= 0 (0 = cache nothing), got {self.cache_max_gb}")
         if not 0.0 <= self.structure_dropout <= 1.0:
             raise ValueError("structure_dropout must be in [0, 1]")
         if self.lora.rank and "llm" not in self.lr:

@@ -1,6 +1,11 @@
-"""Data-parallel plumbing for ``torchrun`` / ``accelerate launch`` (gloo on CPU, nccl on GPU). Under the ``ddp``
-strategy gradients are averaged over processes after each optimizer step's micro-batches, exactly as DDP averages
-them; the ``fsdp`` strategy shards the model instead (``sepit.train.fsdp``).
+"""Data-parallel plumbing for ``torchrun`` / ``accelerate launch`` (gloo on CPU, nccl on GPU).
+
+The engines do the gradient arithmetic: ``ddp`` wraps the stage's objective in torch's
+:class:`~torch.nn.parallel.DistributedDataParallel` (:func:`wrap_ddp`: bucketed all-reduce overlapped with backward),
+``fsdp`` shards the model with FSDP2 (``sepit.train.fsdp``). What is left here are the few scalar collectives of the
+loop (the loss normaliser, the logged loss, the stop-together flags) and the group's set-up. Every one of them goes
+through :func:`_all_reduce`, which places its tensor on the backend's device (:func:`comm_device`): NCCL refuses CPU
+tensors, and the loop's scalars are made on the CPU.
 
 One process (the usual case) needs none of this: ``world() == (0, 1)`` and every helper is a no-op.
 """
@@ -53,7 +58,30 @@ def barrier() -> None:
         dist.barrier()
 
 
+def comm_device(backend: str | None = None) -> torch.device:
+    """The device a collective's tensors must be on for ``backend`` (default: the group's): NCCL's is this
+    process's CUDA device (it refuses CPU tensors), gloo's the CPU (where its collectives are implemented for every
+    operation used here)."""
+    if backend is None:
+        backend = str(dist.get_backend()) if is_initialized() else "gloo"
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _all_reduce(t: torch.Tensor, op: dist.ReduceOp) -> None:
+    """``dist.all_reduce`` of ``t`` in place, on the backend's device (:func:`comm_device`: a CPU tensor is copied
+    to the GPU for NCCL and the result copied back)."""
+    dev = comm_device()
+    if t.device == dev:
+        _all_reduce_here(t, op)
+    else:
+        work = t.to(dev)
+        _all_reduce_here(work, op)
+        t.copy_(work)
+
+
+def _all_reduce_here(t: torch.Tensor, op: dist.ReduceOp) -> None:
     """``dist.all_reduce`` in place, returning once the communication thread has let go of ``t``.
 
     Gloo runs each collective on a thread of its own, which drops its reference to the tensors a moment after the
@@ -102,37 +130,30 @@ def stop_together(leave: bool) -> None:
         cleanup()
 
 
-def average_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Average gradients over processes, as DDP does, in flat buckets; a parameter unused on one rank counts with
-    a zero gradient there. Works for any forward (stage 0 does not go through ``forward``), so no wrapper is needed."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in torch's DistributedDataParallel: gradients are averaged over processes in buckets while backward
+    runs. ``find_unused_parameters``: a trainable parameter may be idle in a micro-batch (an MoE expert that got no
+    token, the structure module or denoising head on a batch without structure); DDP then reduces a zero for it
+    instead of waiting for it."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True, broadcast_buffers=False)
+
+
+def average_whole(params: list[torch.Tensor]) -> None:
+    """Average the gradients of the few parameters FSDP leaves whole (0-d ones such as the contrastive logit scale,
+    see ``fsdp.shard_model``): one flat all-reduce, a zero gradient standing in where a rank did not use one."""
+    if not params or not is_initialized() or dist.get_world_size() == 1:
         return
     from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    world = dist.get_world_size()
-    bucket: list[torch.Tensor] = []
-    size = 0
-
-    def flush() -> None:
-        nonlocal bucket, size
-        if not bucket:
-            return
-        flat = _flatten_dense_tensors(bucket)
-        _all_reduce(flat, dist.ReduceOp.SUM)
-        flat /= world
-        for g, new in zip(bucket, _unflatten_dense_tensors(flat, bucket)):
-            g.copy_(new)
-        bucket, size = [], 0
-
-    for p in params:
-        bucket.append(p.grad)
-        size += p.grad.numel()
-        if size >= 25_000_000:
-            flush()
-    flush()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    _all_reduce(flat, dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        p.grad = g.clone()
 
 
 def drop_zero_gradients(params: list[torch.Tensor]) -> None:

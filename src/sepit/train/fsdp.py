@@ -16,12 +16,15 @@ moments then live 1/N on each of N processes; a block's weights are gathered onl
   outputs stage 2 caches: the cache is filled per rank, at different times, which must not involve collectives.
 
 Checkpoints stay the one-process format: the full model and optimizer states are gathered to rank 0's CPU
-(:func:`full_model_state`, :func:`full_optimizer_state`), so FSDP and unsharded runs resume from each other;
-on resume every rank loads the weights before sharding and cuts its shards of the optimizer state.
+(:func:`full_model_state`, :func:`full_optimizer_state`), so FSDP and unsharded runs resume from each other.
+No rank ever holds the whole model during set-up: the model is built on the meta device, sharded, and each rank
+allocates and fills its own shards (:mod:`sepit.train.fsdp_init`); on resume each rank reads the rows of its shards
+of the weights and of the optimizer state from the checkpoint's files (:func:`load_trainer_state_shards`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -91,6 +94,25 @@ def scalar(t: torch.Tensor) -> float:
     return float(t.full_tensor() if hasattr(t, "full_tensor") else t)
 
 
+def local_rows(p: torch.Tensor) -> tuple[int, int]:
+    """The rows ``start, stop`` of the whole tensor that this rank's shard of the sharded parameter ``p`` (a DTensor
+    sharded on dim 0 over a 1-D mesh, as ``fully_shard`` shards) holds: ``torch.chunk``'s split, which FSDP uses,
+    checked against the local shard."""
+    from torch.distributed.tensor import Shard
+
+    placements = tuple(p.placements)
+    if len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
+        raise ValueError(f"expected a parameter sharded on dim 0 over one mesh dimension, got {placements}")
+    mesh = p.device_mesh
+    rank, world = mesh.get_local_rank(), mesh.size()
+    sizes = [c.shape[0] for c in torch.chunk(torch.empty(p.shape[0], device="meta"), world)] if p.dim() else []
+    start = sum(sizes[:rank])
+    stop = start + (sizes[rank] if rank < len(sizes) else 0)
+    if p.to_local().shape[0] != stop - start:
+        raise RuntimeError(f"FSDP's shard has {p.to_local().shape[0]} rows, torch.chunk's {stop - start}")
+    return start, stop
+
+
 def _options():
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
@@ -122,20 +144,42 @@ def full_optimizer_state(opt: torch.optim.Optimizer) -> dict[str, Any]:
     return {"state": state, "param_groups": sd["param_groups"]} if main else {}
 
 
-def load_full_optimizer_state(opt: torch.optim.Optimizer, sd: dict[str, Any]) -> None:
-    """Inverse of :func:`full_optimizer_state`, on every rank with the whole ``sd``: each rank keeps the shards of
-    its parameters. (``set_optimizer_state_dict`` of ``torch.distributed.checkpoint`` would first give every
-    parameter a state with a zero-gradient step, which parameters without one in the checkpoint then keep, so a
-    resumed run would differ from an uninterrupted one.)"""
-    from torch.distributed.tensor import DTensor, distribute_tensor
+def load_trainer_state_shards(path: Path, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """:func:`sepit.train.state.load_trainer_state` for a sharded model's optimizer (the checkpoint's files already
+    verified), the inverse of :func:`full_optimizer_state`: each rank reads from ``optimizer.safetensors`` only the
+    rows of its shards (whole: the state of parameters FSDP left whole, and scalars), so none holds the whole
+    optimizer state. Restores the RNG states too; returns the JSON state (step, losses ...).
 
+    The state is loaded as saved, with ``load_state_dict`` (``set_optimizer_state_dict`` of
+    ``torch.distributed.checkpoint`` would first give every parameter a state with a zero-gradient step, which
+    parameters without one in the checkpoint then keep, so a resumed run would differ from an uninterrupted one)."""
+    from torch.distributed.tensor import DTensor
+
+    from sepit.errors import CheckpointError
+    from sepit.model.checkpoint import stored_tensors
+    from sepit.train.state import OPTIM_FILE, optimizer_from_flat, read_state, set_rng_state
+
+    state = read_state(path)
     params = [p for g in opt.param_groups for p in g["params"]]
-
-    def shard_like(v: Any, p: torch.Tensor) -> Any:
-        if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape:
-            return distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
-        return v  # whole parameters, and per-parameter scalars such as AdamW's step
-
-    state = {pid: {k: shard_like(v, params[int(pid)]) for k, v in st.items()} for pid, st in sd["state"].items()
-             if int(pid) < len(params)}  # a surplus id fails in load_state_dict's own group-size check
-    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+    opt_t: dict[str, torch.Tensor] = {}
+    rng_t: dict[str, torch.Tensor] = {}
+    for key, stored in stored_tensors(path / OPTIM_FILE).items():
+        if key.startswith("rng."):
+            rng_t[key] = stored.read()
+        elif key.startswith("state."):
+            pid = int(key.split(".")[1])
+            if pid >= len(params):
+                continue  # a surplus id fails in load_state_dict's own group-size check
+            p = params[pid]
+            if isinstance(p, DTensor) and stored.shape == tuple(p.shape):
+                rows = stored.read(*local_rows(p)).to(p.to_local().device)
+                opt_t[key] = DTensor.from_local(rows, p.device_mesh, p.placements, run_check=False, shape=p.shape,
+                                                stride=p.stride())
+            else:  # whole parameters, and per-parameter scalars such as AdamW's step
+                opt_t[key] = stored.read()
+    try:
+        opt.load_state_dict(optimizer_from_flat(opt_t, state["optimizer"]))
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: optimizer state does not match this run's trainable parameters ({e})") from None
+    set_rng_state(rng_t, state["rng"])
+    return state

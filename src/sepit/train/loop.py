@@ -3,7 +3,10 @@
 A stage (``TrainConfig``) declares its data, the parameter groups that train and their learning rates, and its
 losses; this loop does the rest: trainable set (logged), AdamW, warm-up + cosine schedule, gradient accumulation,
 data parallelism under torchrun (DDP arithmetic, or FSDP sharding: ``distributed.strategy``), NaN guard, metrics
-log, progress bar, atomic checkpoints (one format whatever the strategy) and exact resume. With LoRA
+log, progress bar, atomic checkpoints (one format whatever the strategy) and exact resume. Under ``ddp`` the stage's
+objective (``runner.objective(model)``) runs inside torch's DistributedDataParallel, which averages the gradients
+while backward runs (``no_sync`` for all but the last micro-batch of a step); under ``fsdp`` FSDP2 reduce-scatters
+them. With LoRA
 (``lora.rank`` > 0, see :mod:`sepit.train.lora`) the adapters train and checkpoints hold the merged weights.
 
     result = train(load_config("src/sepit/configs/train/stage1_tiny.yaml", TrainConfig), resume=True)
@@ -15,8 +18,8 @@ import errno
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +32,10 @@ from sepit.errors import CheckpointError, SepitError
 from sepit.log import get_logger, progress
 from sepit.model.checkpoint import save_model
 from sepit.train import distributed as dist
-from sepit.train import fsdp, lora
-from sepit.train.batching import Item, epoch_batches, shard, steps_per_epoch
+from sepit.train import fsdp, fsdp_init, lora
+from sepit.train.batching import EpochOrder, Item, epoch_batches, shard, steps_per_epoch
 from sepit.train.config import TrainConfig
+from sepit.train.item_source import item_lengths
 from sepit.train.schedule import lr_factor
 from sepit.train.stages import StageRunner, make_runner
 from sepit.train.state import (
@@ -171,8 +175,9 @@ class _Run:
     cfg: TrainConfig
     runner: StageRunner
     model: nn.Module
+    engine: nn.Module  # what the loss runs through: the objective, in DDP under ``ddp``
     opt: torch.optim.Optimizer
-    items: list[Item]
+    items: Sequence[Item]  # a list, or an ItemSource reading them from disk
     device: torch.device
     amp: torch.dtype | None  # autocast dtype, None for fp32
     rank: int
@@ -192,6 +197,14 @@ class _Run:
     last_ckpt: Path | None = None  # named in errors: where a stopped run resumes from
     t_last: float = 0.0  # tokens/s: time and tokens since the last metrics record
     tokens_since: int = 0
+    epoch_order: tuple[int, EpochOrder] | None = None  # (epoch, its global batches): computed once per epoch
+
+    def batches(self, epoch: int) -> EpochOrder:
+        """The global batches of ``epoch`` (item indices), computed on the epoch's first step only."""
+        if self.epoch_order is None or self.epoch_order[0] != epoch:
+            self.epoch_order = (epoch, epoch_batches(item_lengths(self.items), self.global_batch, self.cfg.seed,
+                                                     epoch, self.cfg.length_grouping))
+        return self.epoch_order[1]
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
@@ -206,15 +219,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
     callers_group = dist.is_initialized()  # a group the caller joined is the caller's to leave
     world = dist.init_distributed()[1]
     device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    runner = make_runner(cfg, model=model, device=device)
-    if items is None:
-        items = runner.load_items()
-    opt_groups = set_trainable(runner.model, cfg.trainable())
     strategy = dist.resolve_strategy(cfg.distributed.strategy, world)
     if cfg.lora.rank and strategy == "fsdp":
         raise SepitError("lora with distributed.strategy=fsdp is not supported (LoRA's trainable state is small): "
                          "use distributed.strategy=ddp")
+    torch.manual_seed(cfg.seed)
+    # FSDP: the model is built on the meta device; each process fills its own shards in _start, none holds it whole
+    runner = make_runner(cfg, model=model, device=device, on_meta=model is None and strategy == "fsdp")
+    torch.manual_seed(cfg.seed)  # the run's draws start from the seed, whatever building the model drew (or not)
+    if items is None:
+        items = runner.load_items()
+    opt_groups = set_trainable(runner.model, cfg.trainable())
     plan = _plan(cfg, runner, items, world, strategy, device)
     if dist.is_main():
         _log_plan(cfg, plan, describe_trainable(runner.model, opt_groups))
@@ -223,6 +238,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, dry_run: bool = False,
         return plan
     if not items:
         raise SepitError(f"stage {cfg.stage}: no training items (data.dir={cfg.data.dir!r}, kinds={cfg.data.kinds})")
+    if world > 1 and len(items) < plan["global_batch"]:  # some ranks would get no micro-batch and wait forever
+        raise SepitError(f"stage {cfg.stage}: {len(items)} training items is fewer than the global batch "
+                         f"{plan['global_batch']} of {world} processes: use fewer processes or a smaller batch_size")
 
     run = _start(cfg, runner, items, opt_groups, plan, device, resume)
     try:
@@ -274,9 +292,13 @@ def _log_plan(cfg: TrainConfig, plan: dict[str, Any], trainable: str) -> None:
 
 def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups: list[dict[str, Any]],
            plan: dict[str, Any], device: torch.device, resume: bool) -> _Run:
-    """Set up the run: model on its device, resumed weights, sharding, optimizer (and its resumed state), outputs."""
+    """Set up the run: model on its device, resumed weights, sharding, optimizer (and its resumed state), outputs.
+    Under FSDP no rank holds the whole model: a model built on the meta device (``runner.weights``) is sharded, then
+    each rank allocates its shards and reads their rows (:mod:`sepit.train.fsdp_init`), as it does on resume."""
     model, out_dir = runner.model, Path(cfg.out_dir)
-    model.to(device)
+    fsdp_run = plan["strategy"] == "fsdp"
+    if runner.weights is None:  # else built on the meta device: each rank allocates its shards once sharded
+        model.to(device)
     model.train()
     runner.prepare(items)
     amp = autocast_dtype(cfg.precision, device)
@@ -291,16 +313,27 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
         log.info(f"--resume: no checkpoint in {out_dir}, starting from scratch")
     if start is not None:
         verify_state_files(start)  # optimizer (and LoRA) tensors: a damaged file is named before anything loads
-        _load_weights(model, start)  # before sharding: each rank then keeps its shard of these weights
-    if plan["strategy"] == "fsdp":
+        if not fsdp_run:
+            _load_weights(model, start)
+    if fsdp_run:
         fsdp.shard_model(model, device, mp_dtype=amp, reshard_after_forward=cfg.distributed.reshard_after_forward,
                          replicate_encoder=runner.use_cache)
+        if runner.weights is not None:
+            fsdp_init.materialise(model, device)
+        # each rank reads the rows of its shards: of the resumed checkpoint, else of where the weights to start from are
+        if start is not None:
+            fsdp_init.fill(model, fsdp_init.checkpoint_weights(start / "model"), str(start / "model"))
+        elif runner.weights is not None:
+            fsdp_init.fill(model, runner.weights, cfg.init_from or f"model {cfg.model}")
+        runner.weights = None  # what was drawn for the new modules is in the shards now
         opt_groups = set_trainable(model, cfg.trainable())  # the same set, now the sharded parameters
     opt = make_optimizer(opt_groups, cfg.weight_decay)
     step, losses = 0, []
     if start is not None:
-        load_optimizer = partial(fsdp.load_full_optimizer_state, opt) if plan["strategy"] == "fsdp" else None
-        state = load_trainer_state(start, opt, load_optimizer, verify=False)  # verified above
+        if fsdp_run:  # each rank reads the rows of its shards of the optimizer state
+            state = fsdp.load_trainer_state_shards(start, opt)
+        else:
+            state = load_trainer_state(start, opt, verify=False)  # verified above
         if state.get("config_hash") != _config_hash(cfg):
             log.warning(f"resuming from {start} whose config differs from this run's")
         step, losses = state["step"], state["losses"]
@@ -311,7 +344,10 @@ def _start(cfg: TrainConfig, runner: StageRunner, items: list[Item], opt_groups:
         write_json(out_dir / "train_config.json", to_dict(cfg))
         _trim_metrics(out_dir / "metrics.jsonl", step)
     total_steps = plan["total_steps"]
-    return _Run(cfg=cfg, runner=runner, model=model, opt=opt, items=items, device=device, amp=amp,
+    engine = runner.objective(model)
+    if plan["strategy"] == "ddp":
+        engine = dist.wrap_ddp(engine, device)
+    return _Run(cfg=cfg, runner=runner, model=model, engine=engine, opt=opt, items=items, device=device, amp=amp,
                 rank=dist.world_info()[0], world=plan["world_size"], strategy=plan["strategy"],
                 global_batch=plan["global_batch"], per_epoch=plan["steps_per_epoch"], total_steps=total_steps,
                 warmup=int(cfg.warmup_ratio * total_steps), out_dir=out_dir, metrics_file=out_dir / "metrics.jsonl",
@@ -349,7 +385,7 @@ def _train_step(run: _Run) -> None:
     Raises TrainingError on every rank when the loss is not finite on any of them, before applying it."""
     cfg, model, opt, runner = run.cfg, run.model, run.opt, run.runner
     epoch, pos = divmod(run.step, run.per_epoch)
-    batches = epoch_batches(run.items, run.global_batch, cfg.seed, epoch, cfg.length_grouping)
+    batches = run.batches(epoch)
     micro = shard(batches[pos % len(batches)], run.rank, run.world, cfg.batch_size, cfg.grad_accum)
     factor = lr_factor(run.step, run.total_steps, run.warmup)
     for g in opt.param_groups:
@@ -357,20 +393,22 @@ def _train_step(run: _Run) -> None:
     collated = [runner.collate([run.items[i] for i in m], step=run.step) for m in micro]
     denom = runner.normaliser(collated)
     logs: dict[str, float] = {}
-    for b in collated:
+    for n, b in enumerate(collated):
         b = model.to_device(b)
-        with torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
-            loss, parts = runner.loss(model, b, denom, n_micro=len(collated))
-        if dist.any_rank(not bool(torch.isfinite(loss)), loss.device):  # every rank stops, none hangs
-            raise TrainingError(f"stage {cfg.stage}: loss is {loss.item()} at step {run.step + 1}"
-                                f"{' on some process' if run.world > 1 else ''}; stopped without applying it. "
-                                f"Last good checkpoint: {run.last_ckpt or 'none'}")
-        loss.backward()
+        last = n == len(collated) - 1
+        # DDP reduces gradients in the last micro-batch's backward only: the others accumulate locally
+        with _sync(run.engine, last), torch.autocast(run.device.type, dtype=run.amp, enabled=run.amp is not None):
+            loss, parts = runner.loss(run.engine, b, denom, n_micro=len(collated))
+            if dist.any_rank(not bool(torch.isfinite(loss)), loss.device):  # every rank stops, none hangs
+                raise TrainingError(f"stage {cfg.stage}: loss is {loss.item()} at step {run.step + 1}"
+                                    f"{' on some process' if run.world > 1 else ''}; stopped without applying it. "
+                                    f"Last good checkpoint: {run.last_ckpt or 'none'}")
+            loss.backward()
         for name, v in parts.items():
             logs[name] = logs.get(name, 0.0) + v
     trainable = [p for g in opt.param_groups for p in g["params"]]
-    # DDP: average every gradient; FSDP reduce-scattered its shards in backward, only the few whole ones are left
-    dist.average_gradients(fsdp.unsharded(trainable) if run.strategy == "fsdp" else trainable)
+    if run.strategy == "fsdp":  # FSDP reduce-scattered its shards in backward; the few whole parameters are left
+        dist.average_whole(fsdp.unsharded(trainable))
     dist.drop_zero_gradients(trainable)  # "unused" = zero gradient over the global batch, whatever the strategy
     grad_norm = fsdp.scalar(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
     opt.step()
@@ -382,6 +420,15 @@ def _train_step(run: _Run) -> None:
     if dist.is_main():
         _record(run, epoch, logs, loss_value, grad_norm)
     run.bar.update(1)
+
+
+def _sync(engine: nn.Module, sync: bool):
+    """DDP's ``no_sync()`` unless ``sync`` (a no-op context for any other engine)."""
+    import contextlib
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    return engine.no_sync() if isinstance(engine, DistributedDataParallel) and not sync else contextlib.nullcontext()
 
 
 def _record(run: _Run, epoch: int, logs: dict[str, float], loss_value: float, grad_norm: float) -> None:
@@ -419,6 +466,8 @@ def _finish(run: _Run) -> TrainResult:
     run.bar.close()
     final = run.out_dir / "final"
     valid_loss = run.runner.validation_loss()  # on every rank: a sharded model's forward is collective
+    if run.runner.notes():
+        log.info(run.runner.notes())
     weights = fsdp.full_model_state(model) if fsdp.is_sharded(model) and run.saved_step != step else None
     if dist.is_main():
         if run.saved_step == step:

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from sepit.proteins import Protein
 from sepit.train import distributed as dist
 from sepit.train.batching import Item
 from sepit.train.config import TrainConfig
+from sepit.train.item_source import ItemSource, task_counts
 
 log = get_logger(__name__)
 
@@ -59,6 +60,11 @@ def protein_input(ds: Any, pid: str, max_len: int) -> Protein:
     return Protein(p.sequence[:max_len], coords, mask, id=pid)
 
 
+def has_structure(ds: Any, rec: Any) -> bool:
+    """Whether every protein of record ``rec`` has a structure (``has_structure`` in the dataset's proteins.jsonl)."""
+    return all(ds.protein_info(p).get("has_structure", False) for p in rec.protein_ids)
+
+
 class StageRunner:
     """Owns the model of a stage and knows its items, collation and loss: the parts every stage shares. A stage's
     own parts live in :class:`Stage0Runner` (stage 0) and :class:`ChatRunner` (stages 1 and 2); ``make_runner``
@@ -79,22 +85,43 @@ class StageRunner:
             raise SepitError("data.dir is empty: point it at a dataset built with `sepit data build`")
         return InstructionDataset(self.cfg.data.dir)
 
-    def load_items(self) -> list[Item]:
+    def load_items(self) -> Sequence[Item]:
+        """The training split's items, streamed from disk (:class:`~sepit.train.item_source.ItemSource`), and the
+        validation items (a few, read now)."""
         ds = self._dataset()
         d = self.cfg.data
-        items = self._items(ds, d.split, d.max_records)
+        items = self._source(ds)
         if not items:
             have = ds.manifest.get("counts", {}) if hasattr(ds, "manifest") else {}
             raise SepitError(f"{d.dir}: no {d.split} records of kinds {d.kinds}"
-                             f"{' and tasks ' + str(d.tasks) if d.tasks else ''} (the dataset has: {have})")
+                             f"{' and tasks ' + str(d.tasks) if d.tasks else ''}"
+                             f"{' with structure (data.require_structure)' if d.require_structure else ''} "
+                             f"(the dataset has: {have})")
         self._valid = self._items(ds, d.eval_split, d.eval_records) if d.eval_records else []
         return items
+
+    def _source(self, ds: Any) -> ItemSource:
+        """The training items of ``cfg.data`` through the split's record index: read when a batch needs them."""
+        d = self.cfg.data
+        index = ds.record_index(d.split)
+        rows = index.select(d.kinds, d.tasks or None, structured=d.require_structure)
+        if d.max_records:
+            rows = rows[:d.max_records]
+
+        def make(rec: Any) -> Item:
+            prots = tuple(protein_input(ds, p, d.max_protein_len) for p in rec.protein_ids)
+            text_len = sum(len(m["content"]) for m in rec.messages) // 4
+            return self._item(rec, prots, length=sum(len(p.sequence) for p in prots) + text_len)
+
+        return ItemSource(index, rows, make, d.max_protein_len)
 
     def _items(self, ds: Any, split: str, limit: int) -> list[Item]:
         d = self.cfg.data
         out: list[Item] = []
         proteins: dict[str, Any] = {}
         for rec in ds.records(split=split, kinds=d.kinds, tasks=d.tasks or None):
+            if d.require_structure and not has_structure(ds, rec):
+                continue
             for pid in rec.protein_ids:
                 if pid not in proteins:
                     proteins[pid] = protein_input(ds, pid, d.max_protein_len)
@@ -109,8 +136,8 @@ class StageRunner:
         """One dataset record as this stage's training item."""
         raise NotImplementedError
 
-    def task_counts(self, items: list[Item]) -> dict[str, int]:
-        return dict(sorted(Counter(i.task for i in items).items()))
+    def task_counts(self, items: Sequence[Item]) -> dict[str, int]:
+        return task_counts(items)
 
     def memory_estimate_gb(self, shards: int = 1) -> float:
         """Per process: weights (fp32) + grads and two AdamW moments for the trainable part, split over ``shards``
@@ -125,8 +152,17 @@ class StageRunner:
         return False
 
     # -- per stage ----------------------------------------------------------------------------------------------------
+    def notes(self) -> str:
+        """A line for the log at the end of the stage ("" for none)."""
+        return ""
+
     def prepare(self, items: list[Item]) -> None:
         """Once, after the model is on its device and before the first step."""
+
+    def objective(self, model: nn.Module) -> nn.Module:
+        """The module whose ``forward(batch)`` computes this stage's losses (the loop wraps it in DDP under the
+        ``ddp`` strategy and hands it to :meth:`loss`): the model itself, whose forward is the next-token loss."""
+        return model
 
     def collate(self, items: list[Item], step: int) -> dict[str, Any]:
         """A micro-batch of ``items`` as model inputs (+ ``num_tokens_processed``); ``step`` seeds random choices."""
@@ -138,7 +174,8 @@ class StageRunner:
 
     def loss(self, model: nn.Module, batch: dict[str, Any], denom: float, n_micro: int
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The scalar loss to back-propagate for one micro-batch, and its logged parts."""
+        """The scalar loss to back-propagate for one micro-batch, computed through ``model`` (the :meth:`objective`,
+        possibly DDP-wrapped), and its logged parts."""
         raise NotImplementedError
 
     def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:
@@ -161,15 +198,33 @@ class StageRunner:
         return total / max(n, 1)
 
 
+class Stage0Objective(nn.Module):
+    """Stage 0's losses as a module, the unit the loop runs (and wraps in DDP under the ``ddp`` strategy):
+    ``forward(batch)`` → ``model.stage0_losses`` with the stage's loss weights (the training config's
+    ``loss_weights``, for training and validation alike)."""
+
+    def __init__(self, model: nn.Module, weights: dict[str, float]) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = dict(weights)
+
+    def forward(self, batch: dict[str, Any], *, gather: bool = False, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+        """batch: protein keys + ``text_features`` (B, Dt) → ``{"loss", "contrastive", "denoise", "mlm"}`` scalars.
+        ``gather``: contrastive negatives from every process (training with several; see ``ContrastiveHead``)."""
+        return self.model.stage0_losses(batch, self.weights, gather=gather, generator=generator)
+
+
 class Stage0Runner(StageRunner):
     """Stage 0: (protein, caption) pairs; contrastive + coordinate denoising + masked-residue losses against a
-    frozen text encoder."""
+    frozen text encoder, which runs in :meth:`collate` (the batch carries its pooled captions)."""
 
     LOSSES = ("contrastive", "denoise", "mlm")
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device) -> None:
         super().__init__(cfg, model, device)
         self.text_encoder: nn.Module | None = None
+        self._valid_parts: dict[str, Any] | None = None  # the last validation_parts(), for notes()
 
     def _item(self, rec: Any, proteins: tuple[Any, ...], length: int) -> Item:
         return Item(rec.id, proteins, caption=rec.answer, task=rec.task, length=length,
@@ -180,25 +235,99 @@ class Stage0Runner(StageRunner):
         for p in self.text_encoder.parameters():
             p.requires_grad_(False)
 
+    def objective(self, model: nn.Module) -> nn.Module:
+        return Stage0Objective(model, self.cfg.loss_weights)
+
     def collate(self, items: list[Item], step: int) -> dict[str, Any]:
+        """Protein keys + ``text_features`` (B, Dt) on the runner's device: the captions pooled by the frozen text
+        encoder (its tokens are dropped; nothing downstream needs them)."""
         proc = self.model.processor
         batch = proc.stage0_batch([i.proteins[0] for i in items], [i.caption for i in items], self.text_encoder)
+        ids, mask = batch.pop("text_input_ids"), batch.pop("text_attention_mask")
+        with torch.no_grad():  # frozen: no graph to keep
+            batch["text_features"] = self.text_encoder(ids.to(self.device), mask.to(self.device))
         batch["num_tokens_processed"] = int(batch["protein_attention_mask"].sum())
         return batch
 
     def normaliser(self, collated: list[dict[str, Any]]) -> float:
-        """Micro-batches: each one's losses are already means over its pairs."""
+        """Micro-batches: each one's losses are already means over its pairs. Each micro-batch also gets
+        ``denoise_share``, its share of the step's structured residues: the weight of its denoising loss in the
+        step's logged denoise (a mean over the residues that have a structure)."""
+        from sepit.model.heads import denoise_mask
+
+        counts = [int(denoise_mask(b).sum()) for b in collated]
+        for b, c in zip(collated, counts):
+            b["denoise_share"] = c / max(sum(counts), 1)
         return float(len(collated))
 
     def loss(self, model: nn.Module, batch: dict[str, Any], denom: float, n_micro: int
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        w = self.cfg.loss_weights
-        parts = model.stage0_losses(batch, self.text_encoder)
-        loss = sum(w.get(k, 1.0) * parts[k] for k in self.LOSSES) / n_micro
-        return loss, {"loss": float(loss.detach()), **{k: float(parts[k].detach()) / n_micro for k in self.LOSSES}}
+        """``model``: :meth:`objective` (in DDP with several processes), whose contrastive negatives then come from
+        every process. The logs leave ``denoise`` out for a micro-batch without structure (its 0 is no score);
+        otherwise it enters by ``batch["denoise_share"]`` (:meth:`normaliser`; 1 / ``n_micro`` without it)."""
+        from sepit.model.heads import denoise_mask
 
-    def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:
-        return float(self.model.stage0_losses(batch, self.text_encoder)["loss"]) * n_items, n_items
+        parts = model(batch, gather=dist.world_info()[1] > 1)
+        loss = parts["loss"] / n_micro  # the training loss itself is unchanged: its denoising term is 0 there
+        logs = {"loss": float(loss.detach()), **{k: float(parts[k].detach()) / n_micro for k in self.LOSSES}}
+        if bool(denoise_mask(batch).any()):
+            logs["denoise"] = float(parts["denoise"].detach()) * batch.get("denoise_share", 1.0 / n_micro)
+        else:
+            del logs["denoise"]
+        return loss, logs
+
+    @torch.no_grad()
+    def validation_parts(self) -> dict[str, Any] | None:
+        """The validation set's losses (None without validation items): ``contrastive`` and ``mlm`` (means over
+        items), ``denoise`` (a mean over the residues that have a structure; None when none has), ``loss`` (their
+        sum with the config's ``loss_weights``; no denoising term without structure), and ``denoise_residues`` /
+        ``denoise_proteins`` (what the denoise mean is over)."""
+        from sepit.model.heads import denoise_mask
+
+        if not self._valid:
+            return None
+        self.model.eval()
+        objective = self.objective(self.model)
+        sums = {"contrastive": 0.0, "mlm": 0.0, "denoise": 0.0}
+        n = residues = proteins = 0
+        bs = self.cfg.batch_size
+        # One generator per pass, seeded the same each time: the set gets the same corruption each time it is
+        # scored (and the training RNG is left alone), and each batch its own draws (one seed per batch would
+        # repeat one batch's noise on every batch).
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed)
+        for s in range(0, len(self._valid), bs):
+            chunk = self._valid[s:s + bs]
+            batch = self.model.to_device(self.collate(chunk, step=-1))
+            # every process scores the whole validation set, so no negatives from the others
+            parts = objective(batch, gather=False, generator=gen)
+            mask = denoise_mask(batch)
+            r = int(mask.sum())
+            sums["contrastive"] += float(parts["contrastive"]) * len(chunk)
+            sums["mlm"] += float(parts["mlm"]) * len(chunk)
+            sums["denoise"] += float(parts["denoise"]) * r  # the batch's mean over its r structured residues
+            n, residues, proteins = n + len(chunk), residues + r, proteins + int(mask.any(dim=1).sum())
+        self.model.train()
+        w = self.cfg.loss_weights
+        out: dict[str, Any] = {"contrastive": sums["contrastive"] / n, "mlm": sums["mlm"] / n,
+                               "denoise": sums["denoise"] / residues if residues else None}
+        out["loss"] = w["contrastive"] * out["contrastive"] + w["mlm"] * out["mlm"] \
+            + (w["denoise"] * out["denoise"] if residues else 0.0)
+        out.update(denoise_residues=residues, denoise_proteins=proteins)
+        return out
+
+    def validation_loss(self) -> float | None:
+        """:meth:`validation_parts`' ``loss``; the parts are kept for :meth:`notes`."""
+        self._valid_parts = self.validation_parts()
+        return None if self._valid_parts is None else self._valid_parts["loss"]
+
+    def notes(self) -> str:
+        v = self._valid_parts
+        if not v:
+            return ""
+        d = (f"denoise {v['denoise']:.4f} over {v['denoise_residues']} residues of {v['denoise_proteins']} "
+             f"proteins with structure (predicting zero scores 1.0)" if v["denoise"] is not None
+             else "denoise: no validation protein has a structure")
+        return f"stage 0 validation: contrastive {v['contrastive']:.4f}, mlm {v['mlm']:.4f}, {d}"
 
 
 class ChatRunner(StageRunner):
@@ -207,13 +336,16 @@ class ChatRunner(StageRunner):
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device) -> None:
         super().__init__(cfg, model, device)
-        self.cache: dict[tuple[str, bool], torch.Tensor] = {}
+        from sepit.train.encoder_cache import EncoderCache
+
+        # (protein id, with structure) → (L, D_plm) features; bounded, on the host (see EncoderCache)
+        self.cache = EncoderCache(int(cfg.cache_max_gb * 2**30), device)
 
     def _item(self, rec: Any, proteins: tuple[Any, ...], length: int) -> Item:
         return Item(rec.id, proteins, messages=tuple(rec.messages), task=rec.task, length=length,
                     protein_ids=tuple(rec.protein_ids))
 
-    def load_items(self) -> list[Item]:
+    def load_items(self) -> Sequence[Item]:
         items = super().load_items()
         rc = self.model.config.retrieval
         if rc.enabled:
@@ -221,7 +353,7 @@ class ChatRunner(StageRunner):
             self._valid = self._with_homologs(self._valid, 1.0)
         return items
 
-    def _with_homologs(self, items: list[Item], max_identity: float) -> list[Item]:
+    def _with_homologs(self, items: Sequence[Item], max_identity: float) -> Sequence[Item]:
         """Items whose first user turn carries the homolog context of their protein (the model's retrieval
         settings, the dataset's training-split index): one MMseqs2 search for all their proteins. Training items
         leave out hits above ``max_identity`` (and always the protein itself); the model then records the index, so
@@ -241,19 +373,48 @@ class ChatRunner(StageRunner):
                              "it (model_overrides=[retrieval.enabled=false])")
         retriever = Retriever(RetrievalIndex.load(path), self.model.config.retrieval, max_identity=max_identity)
         ds = self._dataset()  # whole sequences, as inference searches them (items hold cropped ones)
+        self.model.retrieval_index = path
+        if isinstance(items, ItemSource):
+            return self._stream_homologs(items, retriever, ds)
         queries = [Protein(ds.protein_info(i.protein_ids[0])["sequence"], id=i.protein_ids[0]) for i in items]
         contexts = retriever.contexts(queries, [i.task for i in items])
-        self.model.retrieval_index = path
         with_hits = sum(not c.endswith("none found.") for c in contexts)
         log.info(f"homolog context for {len(items)} items: {with_hits} with hits (max identity {max_identity:g}; "
                  f"index {path}, {len(retriever.index)} proteins)")
         return [dataclasses.replace(i, messages=tuple(add_context(i.messages, c)), length=i.length + len(c) // 4)
                 for i, c in zip(items, contexts)]
 
-    def prepare(self, items: list[Item]) -> None:
+    def _stream_homologs(self, items: ItemSource, retriever: Any, ds: Any) -> ItemSource:
+        """Streamed items get their context as they are read: the split's proteins are searched now, in one
+        MMseqs2 call (the retriever keeps their hits, a few per protein), and each item read builds its block."""
+        import dataclasses
+
+        from sepit.data.instructions.record import add_context
+
+        split = ds.protein_ids(self.cfg.data.split)
+        seqs = {pid: ds.protein_info(pid)["sequence"] for pid in split}
+        hits = retriever.hits([Protein(s, id=pid) for pid, s in seqs.items()])
+        log.info(f"homolog context: {len(split)} {self.cfg.data.split} proteins searched, {sum(map(bool, hits))} "
+                 f"with hits (max identity {retriever.max_identity:g}; index {retriever.index.path}, "
+                 f"{len(retriever.index)} proteins)")
+
+        def with_context(item: Item) -> Item:
+            pid = item.protein_ids[0]
+            c = retriever.contexts([Protein(seqs[pid], id=pid)], [item.task])[0]
+            return dataclasses.replace(item, messages=tuple(add_context(item.messages, c)),
+                                       length=item.length + len(c) // 4)
+
+        items.transform = with_context
+        return items
+
+    def prepare(self, items: Sequence[Item]) -> None:
         self.use_cache = self._caches_encoder()
         if self.use_cache:
-            log.info("stage 2: the frozen encoder's outputs are cached as proteins are first seen")
+            log.info(f"stage 2: the frozen encoder's outputs are cached as proteins are first seen, at most "
+                     f"{self.cfg.cache_max_gb:g} GiB on the host (cache_max_gb), least recently used out first")
+
+    def notes(self) -> str:
+        return f"stage 2 encoder cache: {self.cache.describe()}" if self.use_cache else ""
 
     def _caches_encoder(self) -> bool:
         return self.cfg.stage == 2 and self.cfg.cache_encoder and not self._encoder_trains()
@@ -281,8 +442,8 @@ class ChatRunner(StageRunner):
         if self.use_cache:
             keys = [((pid, p.coords is not None), p)
                     for i, ps in zip(items, prots) for pid, p in zip(i.protein_ids, ps)]
-            self._ensure_cached(keys)
-            feats = [self.cache[k] for k, _ in keys]
+            got = self._ensure_cached(keys)
+            feats = [got[k] for k, _ in keys]
             batch["protein_features"] = torch.cat(feats) if feats else torch.zeros(0)
         batch["num_tokens_processed"] = int(batch["attention_mask"].sum())
         return batch
@@ -307,38 +468,60 @@ class ChatRunner(StageRunner):
         return loss, logs
 
     @torch.no_grad()
-    def _ensure_cached(self, keys: list[tuple[tuple[str, bool], Any]]) -> None:
-        """Encode the proteins of ``keys`` not cached yet ((protein id, with structure) → (L, D_plm) features of
-        the real residues). The encoder is frozen, so a cached encoding equals a recomputed one.
+    def _ensure_cached(self, keys: list[tuple[tuple[str, bool], Any]]) -> dict[tuple[str, bool], torch.Tensor]:
+        """The features of ``keys`` ((protein id, with structure) → (L, D_plm) features of the real residues, on
+        the model's device): from the cache, else encoded now and cached. The encoder is frozen, so a cached
+        encoding equals a recomputed one, and a protein evicted from the bounded cache is simply encoded again.
 
         Each protein is encoded alone, without padding (as inference encodes it): batched with others, its features
         would depend on their lengths in the last bits (padded shapes change the kernels' sums), so a run resumed
         from a checkpoint, which first meets its proteins in other company, would not repeat the run it continues.
         One forward per protein, once per run."""
-        todo = {k: p for k, p in keys if k not in self.cache}
-        if not todo:
-            return
-        was_training = self.model.encoder.training
-        self.model.encoder.eval()
-        for k, p in todo.items():
-            batch = self.model.to_device(self.model.processor.protein_batch([p]))
-            self.cache[k] = self.model.encoder_features(batch)[0].detach()
-        self.model.encoder.train(was_training)
+        got: dict[tuple[str, bool], torch.Tensor] = {}
+        todo: dict[tuple[str, bool], Any] = {}
+        for k, p in keys:
+            if k not in got and k not in todo:
+                hit = self.cache.get(k)
+                if hit is None:
+                    todo[k] = p
+                else:
+                    got[k] = hit
+        if todo:
+            was_training = self.model.encoder.training
+            self.model.encoder.eval()
+            for k, p in todo.items():
+                batch = self.model.to_device(self.model.processor.protein_batch([p]))
+                got[k] = self.model.encoder_features(batch)[0].detach()
+                self.cache.put(k, got[k])
+            self.model.encoder.train(was_training)
+        return got
 
     def _validation_terms(self, batch: dict[str, Any], n_items: int) -> tuple[float, int]:
         out = self.model(batch)
         return float(out.lm_loss) * out.num_tokens, out.num_tokens
 
 
-def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device) -> StageRunner:
+def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device, *,
+                on_meta: bool = False) -> StageRunner:
     """Build or load the model for a stage: ``init_from`` (a previous stage) or the ``model`` preset/config; then
-    upcycle it (stage 2) and add LoRA adapters (``lora.rank`` > 0) as the stage asks."""
-    from sepit.model import build_model, load_model
+    upcycle it (stage 2) and add LoRA adapters (``lora.rank`` > 0) as the stage asks.
 
+    ``on_meta`` (FSDP set-up, when no ``model`` is given): the model is built on the meta device, no weight read,
+    and the runner's ``weights`` say where each weight's values are (:mod:`sepit.train.fsdp_init`), for each
+    process to read its shards once the model is sharded; otherwise ``weights`` is None."""
+    from sepit.model import build_model, load_model
+    from sepit.model.build import _seeded
+    from sepit.train import fsdp_init
+
+    weights = None
     if model is None:
         if cfg.init_from:
-            model = load_model(resolve_init(cfg.init_from))
-            log.info(f"stage {cfg.stage}: starting from {resolve_init(cfg.init_from)}")
+            init = resolve_init(cfg.init_from)
+            model, weights = fsdp_init.load_on_meta(init) if on_meta else (load_model(init), None)
+            log.info(f"stage {cfg.stage}: starting from {init}")
+        elif on_meta:
+            model, weights = fsdp_init.build_on_meta(resolve_model_config(cfg.model, cfg.model_overrides),
+                                                     seed=cfg.seed)
         else:
             model = build_model(resolve_model_config(cfg.model, cfg.model_overrides), seed=cfg.seed)
     if cfg.stage == 2 and cfg.upcycle_experts and not model.is_moe:
@@ -347,7 +530,12 @@ def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device)
 
             model.config = dataclasses.replace(
                 model.config, moe=dataclasses.replace(model.config.moe, num_experts=cfg.upcycle_experts))
-        model.upcycle()
+        # the routers' draw depends on the seed alone, not on what loading the model drew: a meta-device model
+        # (FSDP) draws the same ones on the CPU
+        with _seeded(cfg.seed + 1):
+            model.upcycle()
+        if weights is not None:
+            fsdp_init.add_routers(model, weights, seed=cfg.seed + 1)
         log.info(f"stage 2: LLM upcycled to a mixture of {cfg.upcycle_experts} experts (top-1)")
     if cfg.lora.rank:  # after upcycling: the experts are copies of plain FFNs (LoRA adapts attention by default)
         from sepit.train.lora import add_lora
@@ -358,4 +546,6 @@ def make_runner(cfg: TrainConfig, model: nn.Module | None, device: torch.device)
     if cfg.grad_checkpointing:
         enable = getattr(model.llm, "activation_checkpointing_enable", None) or model.llm.gradient_checkpointing_enable
         enable()
-    return (Stage0Runner if cfg.stage == 0 else ChatRunner)(cfg, model, device)
+    runner = (Stage0Runner if cfg.stage == 0 else ChatRunner)(cfg, model, device)
+    runner.weights = weights
+    return runner
