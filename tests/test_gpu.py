@@ -33,21 +33,9 @@ COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "all_gather_into_tensor"
 
 def protein_items(n: int = 8, seed: int = 0):
     """``n`` conversations about random proteins of 40–110 residues, every other one with Cα coordinates."""
-    from sepit.model import Protein
-    from sepit.train.batching import Item
+    from test_train import make_items
 
-    rng = np.random.default_rng(seed)
-    items = []
-    for i in range(n):
-        length = 40 + 10 * i
-        seq = "".join(rng.choice(list(AA), length))
-        coords = (rng.normal(size=(length, 3)) * 4).astype("float32") if i % 2 else None
-        prot = Protein(seq, coords, None if coords is None else np.ones(length, bool))
-        answer = "It is a kinase." if i % 3 else "It transports ions across the membrane."
-        items.append(Item(f"p{i}", (prot,), messages=({"role": "user", "content": "<protein>\nWhat does it do?"},
-                                                      {"role": "assistant", "content": answer}),
-                          caption=answer, task="function", length=length, protein_ids=(f"p{i}",)))
-    return items
+    return make_items(n, seed, lengths=lambda i: 40 + 10 * i)
 
 
 def make_model(shapes: str):

@@ -20,11 +20,12 @@ from sepit.train.stages import ChatRunner
 AA = list("ACDEFGHIKLMNPQRSTVWY")
 
 
-def make_items(n: int = 12, seed: int = 0, kinds=("open",)) -> list[Item]:
+def make_items(n: int = 12, seed: int = 0, kinds=("open",), lengths=lambda i: 8 + i % 5) -> list[Item]:
+    """``n`` conversations about random proteins of ``lengths(i)`` residues, every other one with Cα coordinates."""
     rng = np.random.default_rng(seed)
     items = []
     for i in range(n):
-        L = 8 + (i % 5)
+        L = lengths(i)
         seq = "".join(rng.choice(AA, L))
         coords = (rng.normal(size=(L, 3)) * 4).astype("float32") if i % 2 else None
         prot = Protein(seq, coords, None if coords is None else np.ones(L, bool))
