@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,18 @@ def _tiny_llm(cfg: ModelConfig):
         return LlamaForCausalLM(tiny_llama_config(cfg.tiny, tok)), tok
 
 
+def _plm(cfg: ModelConfig, make: Callable[[Path], Any]) -> tuple[Any, Any, str]:
+    """(ESM model, its tokenizer, its source) of ``cfg.plm``: the random tiny one, or ``make(path)`` and the
+    tokenizer of the checkpoint folder ``path`` it names."""
+    from transformers import AutoTokenizer
+
+    if cfg.plm == TINY:
+        esm, tok = _tiny_plm(cfg)
+        return esm, tok, TINY
+    path = _resolve(cfg.plm)
+    return make(path), AutoTokenizer.from_pretrained(path), str(path)
+
+
 # ---- builders -----------------------------------------------------------------------------------------------------
 def build_model(cfg: ModelConfig, *, seed: int = 0) -> SepitModel:
     """``ModelConfig`` → ``SepitModel`` with pretrained (or, for ``tiny``, random) weights, float32 on CPU.
@@ -171,15 +183,9 @@ def build_model(cfg: ModelConfig, *, seed: int = 0) -> SepitModel:
     from sepit.assets.convert import safetensors_only
 
     sources: dict[str, Any] = {}
-    if cfg.plm == TINY:
-        esm, plm_tok = _tiny_plm(cfg)
-        sources["plm"] = TINY
-    else:
-        path = _resolve(cfg.plm)
-        esm = EsmModel.from_pretrained(path, add_pooling_layer=False, dtype=torch.float32,
-                                       attn_implementation=cfg.plm_attn_implementation, **safetensors_only(path))
-        plm_tok = AutoTokenizer.from_pretrained(path)
-        sources["plm"] = str(path)
+    esm, plm_tok, sources["plm"] = _plm(cfg, lambda path: EsmModel.from_pretrained(
+        path, add_pooling_layer=False, dtype=torch.float32, attn_implementation=cfg.plm_attn_implementation,
+        **safetensors_only(path)))
     if cfg.llm == TINY:
         llm, llm_tok = _tiny_llm(cfg)
         sources["llm"] = TINY
@@ -326,15 +332,14 @@ def build_on_meta(cfg: ModelConfig, *, seed: int = 0) -> tuple[SepitModel, dict[
 
     sources: dict[str, Any] = {"text_encoder": cfg.text_encoder}
     pretrained: dict[str, Path] = {}
-    if cfg.plm == TINY:
-        esm, plm_tok = _tiny_plm(cfg)  # random: drawn for real, its values kept below
-        sources["plm"] = TINY
-    else:
-        path = pretrained["plm"] = _resolve(cfg.plm)
+
+    def esm_on_meta(path: Path) -> EsmModel:
         with parameters_on_meta():
-            esm = EsmModel(AutoConfig.from_pretrained(path), add_pooling_layer=False)
-        plm_tok = AutoTokenizer.from_pretrained(path)
-        sources["plm"] = str(path)
+            return EsmModel(AutoConfig.from_pretrained(path), add_pooling_layer=False)
+
+    esm, plm_tok, sources["plm"] = _plm(cfg, esm_on_meta)  # tiny: random, drawn for real, its values kept below
+    if cfg.plm != TINY:
+        pretrained["plm"] = Path(sources["plm"])
     if cfg.llm == TINY:
         llm, llm_tok = _tiny_llm(cfg)
         sources["llm"] = TINY
