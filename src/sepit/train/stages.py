@@ -108,12 +108,7 @@ class StageRunner:
         if d.max_records:
             rows = rows[:d.max_records]
 
-        def make(rec: Any) -> Item:
-            prots = tuple(protein_input(ds, p, d.max_protein_len) for p in rec.protein_ids)
-            text_len = sum(len(m["content"]) for m in rec.messages) // 4
-            return self._item(rec, prots, length=sum(len(p.sequence) for p in prots) + text_len)
-
-        return ItemSource(index, rows, make, d.max_protein_len)
+        return ItemSource(index, rows, lambda rec: self._record_item(ds, rec), d.max_protein_len)
 
     def _items(self, ds: Any, split: str, limit: int) -> list[Item]:
         d = self.cfg.data
@@ -122,15 +117,22 @@ class StageRunner:
         for rec in ds.records(split=split, kinds=d.kinds, tasks=d.tasks or None):
             if d.require_structure and not has_structure(ds, rec):
                 continue
-            for pid in rec.protein_ids:
-                if pid not in proteins:
-                    proteins[pid] = protein_input(ds, pid, d.max_protein_len)
-            prots = tuple(proteins[p] for p in rec.protein_ids)
-            text_len = sum(len(m["content"]) for m in rec.messages) // 4
-            out.append(self._item(rec, prots, length=sum(len(p.sequence) for p in prots) + text_len))
+            out.append(self._record_item(ds, rec, proteins))
             if limit and len(out) >= limit:
                 break
         return out
+
+    def _record_item(self, ds: Any, rec: Any, proteins: dict[str, Any] | None = None) -> Item:
+        """Record ``rec`` as this stage's item: its proteins cropped to ``data.max_protein_len`` (kept in
+        ``proteins`` when given, for reuse), its length = their residues + the text's characters / 4 (what length
+        grouping orders by; ``ItemSource`` computes the same from the record index)."""
+        cache = {} if proteins is None else proteins
+        for pid in rec.protein_ids:
+            if pid not in cache:
+                cache[pid] = protein_input(ds, pid, self.cfg.data.max_protein_len)
+        prots = tuple(cache[p] for p in rec.protein_ids)
+        text_len = sum(len(m["content"]) for m in rec.messages) // 4
+        return self._item(rec, prots, length=sum(len(p.sequence) for p in prots) + text_len)
 
     def _item(self, rec: Any, proteins: tuple[Any, ...], length: int) -> Item:
         """One dataset record as this stage's training item."""
