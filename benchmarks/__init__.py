@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, str] = {
     "tokens": "benchmarks.bench_tokens",
     "stage2_cache": "benchmarks.bench_stage2_cache",
     "inference": "benchmarks.bench_inference",
+    "yesno": "benchmarks.bench_yesno",
     "structures": "benchmarks.bench_structures",
     "scaling": "benchmarks.bench_scaling",
     "data": "benchmarks/bench_data.py",

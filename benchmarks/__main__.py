@@ -1,6 +1,6 @@
 """Run the benchmarks: one table each on stdout, all results in benchmarks/results/<machine>-<date>.json.
 
-    python -m benchmarks              # the default set: tokens stage2_cache inference structures scaling data
+    python -m benchmarks              # the default set: tokens stage2_cache inference yesno structures scaling data
     python -m benchmarks tokens inference         # some of them
     python -m benchmarks --quick                  # shorter: fewer batches, rounds and lengths
     python -m benchmarks --threads 1              # torch threads (1 is steadier on a machine shared with other work)
@@ -54,7 +54,7 @@ def run_one(name: str, args: argparse.Namespace, plot_path: Path | None) -> Resu
         return run_data_script(args.quick)
     mod = importlib.import_module(BENCHMARKS[name])
     kw: dict[str, Any] = {"quick": args.quick}
-    if name in ("tokens", "stage2_cache", "inference", "scaling", "train_precision") and args.device:
+    if name in ("tokens", "stage2_cache", "inference", "yesno", "scaling", "train_precision") and args.device:
         kw["device"] = args.device
     if name == "tokens" and args.peak_tflops:
         kw["peak_tflops"] = args.peak_tflops

@@ -10,7 +10,8 @@ table (their structure when the vendored store has one), with a function / proce
 each, sorted by protein length as the evaluation does. Three approaches answer the same questions, alternating:
 
 - **one prompt at a time (fp32)**, the reference: the research code's way, per question the prompt embeddings
-  (``model.embed_inputs``) then transformers' ``generate(inputs_embeds=...)``, greedy with the KV cache;
+  (``model.embed_inputs``) then transformers' ``generate(inputs_embeds=...)``, greedy with the KV cache (and the
+  model's ``no_repeat_ngram`` as transformers' ``no_repeat_ngram_size``);
 - **sepit batched fp32**: ``model.chat`` on batches of ``batch_size``: every prompt prefilled without padding,
   the batch decoded together from one preallocated KV cache, finished answers dropped;
 - **sepit batched, auto precision**: the same on a copy of the model cast by ``model.to_precision("auto")``
@@ -82,8 +83,10 @@ def reference_answer(model: Any, conv: list[dict[str, str]], prots: list[Any], m
     with torch.no_grad():
         batch = model.to_device(model.processor([conv], [prots], add_generation_prompt=True))
         embeds = model.embed_inputs(batch)
+        # the model's own n-gram rule (the default model: no 3-gram repeated) through transformers' equivalent
         gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                               pad_token_id=model.processor.pad_token_id, eos_token_id=model._eos_ids())
+                               pad_token_id=model.processor.pad_token_id, eos_token_id=model._eos_ids(),
+                               no_repeat_ngram_size=model.config.no_repeat_ngram)
         out = model.llm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], generation_config=gen,
                                  streamer=streamer)
     return model.processor.llm_tokenizer.decode(out[0], skip_special_tokens=True)

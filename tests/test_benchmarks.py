@@ -122,6 +122,16 @@ def test_inference_benchmark_reports_its_rows(tiny_model, short_proteins):
     assert res.ratio > 0 and res.target == 4.0
 
 
+def test_yesno_benchmark_reports_its_rows(tiny_model, short_proteins):
+    """The benchmark runs and compares P(yes); shared prefixes = each prompt alone is tested once, in
+    tests/test_model_fusion.py (test_yes_no_pairs_share_their_prefix)."""
+    from benchmarks.bench_yesno import run
+
+    res = run(tiny_model, n_proteins=2, batch_size=4, proteins=short_proteins, warmup=False)
+    assert float(res.summary["max |P(yes) shared − P(yes) alone|"]) < 1e-4
+    assert res.ratio > 0 and [r[0] for r in res.rows] == ["each prompt alone", "sepit, pairs share their prefix"]
+
+
 def test_records_benchmark_synthesises_streams_and_reports():
     """Two small sizes, each measured in a fresh process: both loaders reported (their memory is the benchmark's to
     measure)."""

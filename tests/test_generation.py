@@ -158,6 +158,49 @@ def test_moe_model_generates_batched_as_alone(model) -> None:
     assert batched == singles
 
 
+def test_repeated_ngram_tokens() -> None:
+    from sepit.model.generation import repeated_ngram_tokens
+
+    assert repeated_ngram_tokens([1, 2, 3, 1, 2], 3) == [3]  # "1 2" was followed by 3
+    assert repeated_ngram_tokens([5, 6, 5], 2) == [6]
+    assert repeated_ngram_tokens([5, 6, 7], 2) == []
+    assert repeated_ngram_tokens([4], 3) == [] and repeated_ngram_tokens([4, 4], 0) == []
+
+
+def test_no_repeat_ngram_answers_repeat_no_ngram_batched_as_alone(model, monkeypatch) -> None:
+    """``no_repeat_ngram`` (model config): no answer repeats a token bigram; the batch still answers as each prompt
+    alone. The lively tiny model loops without it, so the test shows something."""
+    from sepit.model import generation
+
+    chosen: list[int] = []
+    pick = generation.next_tokens
+
+    def recording(logits, temperature):
+        out = pick(logits, temperature)
+        chosen.append(int(out[0]))
+        return out
+
+    def answer_ids(m, conv, prots) -> list[int]:  # one prompt: the batch's only row
+        chosen.clear()
+        m.chat([conv], [prots], max_new_tokens=24)
+        return list(chosen)
+
+    def repeats(ids: list[int]) -> bool:
+        pairs = list(zip(ids, ids[1:]))
+        return len(set(pairs)) < len(pairs)
+
+    m = copy.deepcopy(model)
+    m.config.no_repeat_ngram = 2
+    with torch.no_grad():
+        batched = m.chat(CONVS, PROTS, max_new_tokens=24)
+        singles = [m.chat([c], [p], max_new_tokens=24)[0] for c, p in zip(CONVS, PROTS)]
+        monkeypatch.setattr(generation, "next_tokens", recording)
+        looping = [answer_ids(model, c, p) for c, p in zip(CONVS, PROTS)]
+        constrained = [answer_ids(m, c, p) for c, p in zip(CONVS, PROTS)]
+    assert batched == singles
+    assert any(map(repeats, looping)) and not any(map(repeats, constrained))
+
+
 def test_row_chunks_skip_long_padding_but_not_for_few_slots() -> None:
     # rows sorted by first real slot: two long prompts (from slot 0) and two short ones (from 500 and 510)
     assert row_chunks([0, 0, 500, 510], 600, overhead=10) == [(0, 2, 0), (2, 4, 500)]

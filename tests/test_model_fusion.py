@@ -193,6 +193,31 @@ def test_yes_no_probability(model) -> None:
     torch.testing.assert_close(single[0], probs[yes].sum() / (probs[yes].sum() + probs[no].sum()))
 
 
+def test_yes_no_pairs_share_their_prefix(model) -> None:
+    """The two questions of a yes/no pair (same protein, same context) run their common prefix once: the same
+    P(yes) as each prompt alone; prompts about other proteins are not grouped with them."""
+    from sepit.model.generation import protein_keys, shared_prefixes
+
+    context = "Homologs (MMseqs2) and their functions: 1. P12345, 48% identity over 92%: DNA binding and repair."
+    convs = [_conv(f"{PROTEIN_TOKEN}\n{context}\nIs it an enzyme?"),
+             _conv(f"{PROTEIN_TOKEN}\nWhat is it?"),
+             _conv(f"{PROTEIN_TOKEN}\n{context}\nDoes it bind DNA? Answer yes or no."),
+             _conv(f"{PROTEIN_TOKEN}\n{context}\nIs it an enzyme?")]
+    prots = [["MKTAYIAKQRQISFVKSHF"], ["GAVL"], ["MKTAYIAKQRQISFVKSHF"], ["MKTAYIAKQRQISFVKSHW"]]
+    with torch.no_grad():
+        batch = model.processor(convs, prots, add_generation_prompt=True)
+        real = batch["attention_mask"].bool()
+        groups = shared_prefixes([batch["input_ids"][i][real[i]] for i in range(4)],
+                                 protein_keys(batch, model.processor.protein_start_id))
+        together = model.yes_no_probability(batch)
+        alone = torch.cat([model.yes_no_probability(model.processor([c], [p], add_generation_prompt=True))
+                           for c, p in zip(convs, prots)])
+    by_row = {r: (rows, p) for rows, p in groups for r in rows}
+    assert sorted(by_row[0][0]) == [0, 2] and by_row[0][1] > 20  # the pair: protein + context shared
+    assert by_row[1] == ([1], 0) and by_row[3] == ([3], 0)  # another protein (one residue differs): alone
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
 def test_other_llama_family_models(family) -> None:
     """The fusion works over other Llama-family causal LMs (tiny random Qwen2 / Mistral)."""
@@ -255,3 +280,25 @@ def test_sampling_with_temperature_is_seeded_and_greedy_at_zero() -> None:
         _torch.manual_seed(seed)
         outs.add(m.chat(conv, prots, max_new_tokens=6, temperature=5.0)[0])
     assert a == b and len(outs) > 1  # sampling is seeded and actually varies at a high temperature
+
+
+def test_a_protein_asked_about_twice_is_encoded_once(model) -> None:
+    from sepit.model.generation import unpadded_features
+
+    encoded = []
+
+    class Counting:
+        def encoder_features(self, sub):
+            encoded.append(sub["protein_input_ids"].shape[0])
+            return model.encoder_features(sub)
+
+    convs = [_conv(f"Is {PROTEIN_TOKEN} an enzyme?"), _conv(f"Is {PROTEIN_TOKEN} a kinase?"),
+             _conv(f"Is {PROTEIN_TOKEN} an enzyme?")]
+    with torch.no_grad():
+        batch = model.processor(convs, [["MKTAYIAKQR"], ["MKTAYIAKQW"], ["MKTAYIAKQR"]], add_generation_prompt=True)
+        feats = unpadded_features(Counting(), batch)["protein_features"]
+        alone = model.encoder_features(model.processor(convs[1:2], [["MKTAYIAKQW"]]))[0]
+    assert encoded == [2]  # one call for the equal-length proteins, the repeated one once
+    per_protein = feats.split(feats.shape[0] // 3)
+    assert torch.equal(per_protein[0], per_protein[2])
+    torch.testing.assert_close(per_protein[1], alone)

@@ -141,8 +141,10 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
     contexts: dict[str, str] = {}
     if retriever is not None and todo:
         retriever.hits([protein(it.protein_id) for it in todo])  # one MMseqs2 search; batches read the cache
-    # Similar lengths together: less padding per batch (the order of the log does not matter).
-    todo.sort(key=lambda it: (sum(len(protein(p).sequence) for p in it.all_protein_ids), len(it.question)))
+    # Similar lengths together: less padding per batch; a protein's questions of one task side by side, so a yes/no
+    # pair shares a batch and its prefix (the order of the log does not matter).
+    todo.sort(key=lambda it: (sum(len(protein(p).sequence) for p in it.all_protein_ids), it.all_protein_ids,
+                              it.task, len(it.question)))
     was_training = model.training
     model.eval()
     bar = progress(total=len(todo), desc=desc, unit="item")

@@ -103,6 +103,9 @@ class ModelConfig:
     plm_attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     max_residues: int = 1022  # longer proteins are cropped to their first max_residues residues
     max_new_tokens_limit: int = 1024
+    # decoding: an answer never repeats an n-gram of this many tokens (0 = off); a small model's greedy answers
+    # otherwise loop ("DNA binding, DNA binding, ...")
+    no_repeat_ngram: int = 0
     structure: StructureConfig = field(default_factory=StructureConfig)
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     projector: ProjectorConfig = field(default_factory=ProjectorConfig)
@@ -113,6 +116,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.max_residues < 1:
             raise ValueError("max_residues must be >= 1")
+        if self.no_repeat_ngram < 0:
+            raise ValueError("no_repeat_ngram must be >= 0 (0 = off)")
         if self.projector.pool < 1:
             raise ValueError("projector.pool must be >= 1")
         if self.projector.num_layers not in (1, 2):

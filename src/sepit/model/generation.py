@@ -100,19 +100,37 @@ def row_chunks(starts: Sequence[int], width: int, overhead: int = 256) -> list[t
 
 
 # ---- prompts without padding ----------------------------------------------------------------------------------------
+def _protein_key(batch: dict[str, torch.Tensor], j: int) -> bytes:
+    """Protein ``j`` of a processor batch as bytes (residue ids, coordinates, which residues have them): equal
+    keys, equal proteins."""
+    real = batch["protein_attention_mask"][j].bool()
+    key = batch["protein_input_ids"][j][real].cpu().numpy().tobytes()
+    for name in ("coords", "coord_mask"):
+        if batch.get(name) is not None:
+            key += batch[name][j][real].cpu().numpy().tobytes()
+    return key
+
+
 def unpadded_features(model: GenerationModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The batch with ``protein_features`` (N, D_plm) from encoding each protein without padding (proteins of
     equal length together): padding costs compute, and a protein then gets the same features alone or batched.
+    A protein that occurs more than once (several questions about it) is encoded once.
     Batches without proteins (or with features already) come back as they are."""
     if batch.get("protein_features") is not None or batch.get("protein_input_ids") is None \
             or batch["protein_input_ids"].shape[0] == 0:
         return batch
-    per_protein: list[torch.Tensor | None] = [None] * batch["protein_input_ids"].shape[0]
-    for n, idx in length_groups(batch["protein_attention_mask"].sum(dim=1)):  # right-padded: real tokens first
+    keys = [_protein_key(batch, j) for j in range(batch["protein_input_ids"].shape[0])]
+    first: dict[bytes, int] = {}
+    for j, k in enumerate(keys):
+        first.setdefault(k, j)
+    unique = torch.tensor(sorted(first.values()))
+    features: dict[int, torch.Tensor] = {}
+    lengths = batch["protein_attention_mask"].sum(dim=1)  # right-padded: real tokens first
+    for n, sel in length_groups(lengths[unique]):
+        idx = unique[sel]
         sub = {k: batch[k][idx, :n] for k in PROTEIN_KEYS if batch.get(k) is not None}
-        for i, f in zip(idx.tolist(), model.encoder_features(sub)):
-            per_protein[i] = f
-    return dict(batch, protein_features=torch.cat(per_protein))
+        features.update(zip(idx.tolist(), model.encoder_features(sub)))
+    return dict(batch, protein_features=torch.cat([features[first[k]] for k in keys]))
 
 
 def prompt_groups(embeds: torch.Tensor, attention_mask: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -185,6 +203,14 @@ def next_tokens(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1).squeeze(1)
 
 
+def repeated_ngram_tokens(tokens: Sequence[int], n: int) -> list[int]:
+    """The tokens that would complete an ``n``-gram already in ``tokens`` (after its last n − 1 tokens)."""
+    if n < 1 or len(tokens) < n - 1:
+        return []
+    tail = list(tokens[len(tokens) - n + 1:]) if n > 1 else []
+    return [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if list(tokens[i:i + n - 1]) == tail]
+
+
 def eos_ids(llm: nn.Module, tokenizer: Any) -> list[int]:
     """The ids that end an answer: the LLM's generation config's EOS id(s), plus the tokenizer's."""
     ids = llm.generation_config.eos_token_id if llm.generation_config is not None else None
@@ -234,7 +260,13 @@ def generate(model: GenerationModel, batch: dict[str, torch.Tensor], max_new_tok
     done = torch.zeros(b, dtype=torch.bool, device=embeds.device)  # per cache row: answered (EOS emitted)
     answers: list[list[int]] = [[] for _ in range(b)]
     embed = llm.get_input_embeddings()
+    ngram = model.config.no_repeat_ngram
     for step in range(max_new_tokens):
+        if ngram:
+            for k, r in enumerate(rows.tolist()):
+                banned = repeated_ngram_tokens(answers[r], ngram)
+                if banned:
+                    logits[k, banned] = float("-inf")
         nxt = next_tokens(logits, temperature)
         for r, token, finished in zip(rows.tolist(), nxt.tolist(), done.tolist()):
             if not finished:
@@ -278,15 +310,96 @@ def answer_token_ids(tokenizer: Any, word: str) -> list[int]:
     return sorted(ids)
 
 
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    """How many leading entries of two 1-D token id tensors are equal."""
+    m = min(a.shape[0], b.shape[0])
+    differ = (a[:m] != b[:m]).nonzero()
+    return int(differ[0, 0]) if differ.numel() else m
+
+
+def shared_prefixes(prompts: Sequence[torch.Tensor], proteins: Sequence[Any] | None = None,
+                    min_shared: int = 16) -> list[tuple[list[int], int]]:
+    """Prompts that begin alike, as (rows, shared prefix length) groups; every row is in exactly one group.
+
+    Two prompts join when they have the same proteins (``proteins[i]``: any comparable key of row i's proteins) and
+    their common prefix of token ids is at least half of the shorter prompt (and ``min_shared`` tokens): the two
+    questions of a yes/no pair share their protein and its homolog context, while prompts about different
+    proteins share only the chat header. A group's prefix leaves each prompt at least one token of its own; a
+    lone prompt is a group with prefix 0. prompts: (n_i,) unpadded token ids."""
+    n = len(prompts)
+    keys = list(proteins) if proteins is not None else [None] * n
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            shorter = min(prompts[i].shape[0], prompts[j].shape[0])
+            if keys[i] == keys[j] and root(i) != root(j) \
+                    and _common_prefix(prompts[i], prompts[j]) >= max(min_shared, shorter / 2):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    out = []
+    for rows in groups.values():
+        if len(rows) == 1:
+            out.append((rows, 0))
+            continue
+        shared = min(_common_prefix(prompts[rows[0]], prompts[r]) for r in rows[1:])
+        out.append((rows, min(shared, min(prompts[r].shape[0] for r in rows) - 1)))
+    return out
+
+
+def protein_keys(batch: dict[str, torch.Tensor], start_id: int) -> list[tuple[bytes, ...]]:
+    """Per row of a processor batch, its proteins' keys in order: rows with equal keys ask about the same proteins.
+    Proteins are stored row by row, one per ``<protein_start>`` token."""
+    counts = (batch["input_ids"] == start_id).sum(dim=1).tolist()
+    if batch.get("protein_input_ids") is None:
+        return [()] * len(counts)
+    keys, k = [], 0
+    for c in counts:
+        keys.append(tuple(_protein_key(batch, j) for j in range(k, k + c)))
+        k += c
+    return keys
+
+
 @torch.no_grad()
 def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (see
-    :meth:`SepitModel.yes_no_probability`); prompts run unpadded. → (B,) float32"""
+    :meth:`SepitModel.yes_no_probability`); prompts run unpadded. Prompts that begin alike (the two questions of a
+    yes/no pair: same protein, same context) run their shared prefix once and their own ends together from its KV
+    cache (:func:`shared_prefixes`). → (B,) float32"""
     embeds = model.embed_inputs(unpadded_features(model, batch))
     decoder = model.llm.get_decoder()
     last = embeds.new_empty(embeds.shape[0], embeds.shape[-1])
-    for idx, e in prompt_groups(embeds, batch["attention_mask"]):
-        last[idx] = decoder(inputs_embeds=e, use_cache=False).last_hidden_state[:, -1]
+    real = batch["attention_mask"].bool()
+    prompts = [embeds[i][real[i]] for i in range(embeds.shape[0])]
+    token_ids = [batch["input_ids"][i][real[i]] for i in range(embeds.shape[0])]
+    alone = []
+    for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id)):
+        if p == 0:
+            alone += rows
+            continue
+        cache = decoder(inputs_embeds=prompts[rows[0]][None, :p], use_cache=True).cache
+        cache.batch_repeat_interleave(len(rows))
+        ends = [prompts[r].shape[0] - p for r in rows]
+        x = embeds.new_zeros(len(rows), max(ends), embeds.shape[-1])  # own ends, right-padded
+        mask = real.new_ones(len(rows), p + max(ends), dtype=torch.long)
+        for g, (r, n) in enumerate(zip(rows, ends)):
+            x[g, :n] = prompts[r][p:]
+            mask[g, p + n:] = 0
+        h = decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
+        last[rows] = h[torch.arange(len(rows)), torch.tensor(ends) - 1]
+    if alone:
+        idx = torch.tensor(alone, device=embeds.device)
+        sub = real[idx]
+        for gi, e in prompt_groups(embeds[idx], sub):
+            last[idx[gi]] = decoder(inputs_embeds=e, use_cache=False).last_hidden_state[:, -1]
     probs = torch.softmax(logits_fp32(model.llm.get_output_embeddings(), last), dim=-1)
     tok = model.processor.llm_tokenizer
     yes = probs[:, answer_token_ids(tok, "yes")].sum(-1)

@@ -20,12 +20,12 @@ class RetrievalConfig:
 
     enabled: bool = False
     k: int = 3
-    evalue: float = 1e-3
+    evalue: float = 1.0
     min_identity: float = 0.0
     min_coverage: float = 0.0
     train_max_identity: float = 1.0
     max_chars: int = 160
-    sensitivity: float | None = None  # MMseqs2 -s (None: MMseqs2's default, 5.7)
+    sensitivity: float | None = 7.5  # MMseqs2 -s (None: MMseqs2's default, 5.7)
 
     def __post_init__(self) -> None:
         if self.k < 1:
