@@ -281,6 +281,16 @@ def say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
+def model_or_default(model: Any, name: str) -> Any:
+    """``model``, or the default model with its installed weights when it is None (benchmark ``name`` says so)."""
+    if model is None:
+        from sepit.model import build_model, default
+
+        say(f"{name}: loading the default model")
+        model = build_model(default())
+    return model
+
+
 # ---- machine --------------------------------------------------------------------------------------------------------
 def cpu_model() -> str:
     try:

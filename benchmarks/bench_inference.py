@@ -37,7 +37,17 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import Result, crop, interleave, mean_length, pick_device, quantile_sample, real_proteins, say
+from benchmarks import (
+    Result,
+    crop,
+    interleave,
+    mean_length,
+    model_or_default,
+    pick_device,
+    quantile_sample,
+    real_proteins,
+    say,
+)
 
 TEMPLATES = (
     "<protein>\nWhat is the function of this protein?",
@@ -103,11 +113,7 @@ def run(model: Any = None, *, quick: bool = False, n_questions: int | None = Non
 
     device = pick_device(device)
     n_questions = n_questions or (8 if quick else 32)
-    if model is None:
-        from sepit.model import build_model, default
-
-        say("inference: loading the default model")
-        model = build_model(default())
+    model = model_or_default(model, "inference")
     model.to(device).eval()
     auto_dtype = inference_dtype("auto", device)
     shipped = copy.deepcopy(model).to_precision("auto").eval()

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import Result, crop, interleave, mean_length, pick_device, real_proteins, say, timed
+from benchmarks import Result, crop, interleave, mean_length, model_or_default, pick_device, real_proteins, say, timed
 
 STAGE2_LR = {"projector": 1e-4, "llm": 1e-5, "experts": 1e-5, "router": 1e-5}  # configs/train/stage2_paper.yaml
 
@@ -67,11 +67,7 @@ def run(model: Any = None, *, quick: bool = False, batch_size: int | None = None
     device = pick_device(device)
     batch_size = batch_size or (1 if quick else 2)
     rounds = rounds or (1 if quick else 3)
-    if model is None:
-        from sepit.model import build_model, default
-
-        say("stage2_cache: loading the default model")
-        model = build_model(default())
+    model = model_or_default(model, "stage2_cache")
     if not model.is_moe:
         model.upcycle()
     model.to(device).train()

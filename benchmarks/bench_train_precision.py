@@ -39,11 +39,21 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import Result, caption, crop, interleave, pick_device, quantile_sample, real_proteins, say
+from benchmarks import (
+    Result,
+    caption,
+    crop,
+    interleave,
+    model_or_default,
+    pick_device,
+    quantile_sample,
+    real_proteins,
+    say,
+)
 
 STAGE_LR = {  # configs/train/stage{1,2}_default.yaml
     1: {"plm": 1.0e-5, "structure": 1.0e-5, "projector": 1.0e-3, "llm": 3.0e-5},
-    2: {"projector": 3.0e-4, "llm": 3.0e-5, "experts": 3.0e-5, "router": 1.0e-4},
+    2: {"projector": 3.0e-4, "llm": 1.0e-4, "experts": 1.0e-4, "router": 1.0e-4},
 }
 QUESTION = "<protein>\nDescribe this protein: its function, the processes it takes part in and where it is found."
 
@@ -167,11 +177,7 @@ def run(model: Any = None, *, quick: bool = False, steps: int | None = None, bat
     max_len = max_len or (32 if quick else 64)
     if lora_rank is None:
         lora_rank = 8 if _peft_available() else 0
-    if model is None:
-        from sepit.model import build_model, default
-
-        say("train_precision: loading the default model")
-        model = build_model(default())
+    model = model_or_default(model, "train_precision")
     table = proteins if proteins is not None else real_proteins()
     sample = [crop(p, max_len) for p in quantile_sample(table, steps * batch_size, max_len=max_len)]
 

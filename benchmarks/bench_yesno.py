@@ -31,7 +31,7 @@ if __package__ in (None, ""):
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import Result, crop, interleave, pick_device, quantile_sample, real_proteins, say
+from benchmarks import Result, crop, interleave, model_or_default, pick_device, quantile_sample, real_proteins, say
 
 ALONE, SHARED = "each prompt alone", "sepit, pairs share their prefix"
 CONTEXT = ("Homologs (MMseqs2) and their GO molecular functions:\n"
@@ -63,11 +63,7 @@ def run(model: Any = None, *, quick: bool = False, n_proteins: int | None = None
 
     device = pick_device(device)
     n_proteins = n_proteins or (8 if quick else 24)
-    if model is None:
-        from sepit.model import build_model, default
-
-        say("yesno: loading the default model")
-        model = build_model(default())
+    model = model_or_default(model, "yesno")
     model.to(device).eval()
     max_len = model.config.max_residues
     table = proteins if proteins is not None else real_proteins()
