@@ -161,6 +161,24 @@ def test_default_architecture_generates_on_cuda_in_bf16() -> None:
     assert 1 <= len(steps) <= 6
 
 
+def test_yes_no_pairs_share_their_prefix_on_cuda() -> None:
+    """A yes/no pair scored together on CUDA (the protein encoded once, the shared prefix run once, each question's
+    end from its KV cache) gives each prompt's P(yes) alone."""
+    model = make_model("tiny").to("cuda").eval()
+    ctx = "Homologs (MMseqs2) and their functions: 1. P12345, 48% identity over 92%: DNA binding and repair."
+    convs = [[{"role": "user", "content": f"<protein>\n{ctx}\n{q}"}]
+             for q in ("Is it an enzyme?", "Does it bind DNA? Answer yes or no.")]
+    prots = [["MKTAYIAKQRQISFVKSHF"], ["MKTAYIAKQRQISFVKSHF"]]
+    with torch.no_grad():
+        together = model.yes_no_probability(model.to_device(model.processor(convs, prots,
+                                                                            add_generation_prompt=True)))
+        alone = torch.cat([model.yes_no_probability(model.to_device(model.processor([c], [p],
+                                                                                   add_generation_prompt=True)))
+                           for c, p in zip(convs, prots)])
+    assert together.device.type == "cuda"
+    torch.testing.assert_close(together, alone, atol=1e-4, rtol=1e-4)
+
+
 # ---- process groups (last: should NCCL's set-up hang, the tests above have run) -----------------------------------
 @pytest.mark.parametrize("one_process_group", ["nccl"], indirect=True)
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])

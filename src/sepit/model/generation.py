@@ -123,9 +123,9 @@ def unpadded_features(model: GenerationModel, batch: dict[str, torch.Tensor]) ->
     first: dict[bytes, int] = {}
     for j, k in enumerate(keys):
         first.setdefault(k, j)
-    unique = torch.tensor(sorted(first.values()))
-    features: dict[int, torch.Tensor] = {}
     lengths = batch["protein_attention_mask"].sum(dim=1)  # right-padded: real tokens first
+    unique = torch.tensor(sorted(first.values()), device=lengths.device)
+    features: dict[int, torch.Tensor] = {}
     for n, sel in length_groups(lengths[unique]):
         idx = unique[sel]
         sub = {k: batch[k][idx, :n] for k in PROTEIN_KEYS if batch.get(k) is not None}
@@ -394,7 +394,7 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -
             x[g, :n] = prompts[r][p:]
             mask[g, p + n:] = 0
         h = decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
-        last[rows] = h[torch.arange(len(rows)), torch.tensor(ends) - 1]
+        last[rows] = h[torch.arange(len(rows), device=h.device), torch.tensor(ends, device=h.device) - 1]
     if alone:
         idx = torch.tensor(alone, device=embeds.device)
         sub = real[idx]
