@@ -48,6 +48,8 @@ def test_demo_smoke_then_ask(tmp_path, repo_root) -> None:
         assert overall["n_text"] + overall["n_yesno"] == n and overall["n_text"] > 0 and overall["n_yesno"] > 0, name
     for stage in (0, 1, 2):
         assert (run / f"stage{stage}" / "final" / "sepit_config.json").is_file()
+        # a finished stage's resume state (optimizer moments: ~2x the model) is removed once the next phase starts
+        assert not (run / f"stage{stage}" / "checkpoints").exists(), stage
     assert json.loads((run / "stage2" / "final" / "sepit_config.json").read_text())  # loadable config
     link = tmp_path / "home" / "default_model"
     assert link.resolve() == (run / "stage2" / "final").resolve()
