@@ -13,7 +13,7 @@ from sepit.data.instructions.record import add_context, with_context
 from sepit.errors import InputError, SepitError
 from sepit.proteins import Protein, conversation
 from sepit.retrieval.config import RetrievalConfig
-from sepit.retrieval.context import Homolog, clip, context_block, question_task
+from sepit.retrieval.context import Homolog, claim_holds, clip, context_block, question_claim, question_task
 from sepit.retrieval.index import RetrievalIndex, build_index
 from sepit.retrieval.retriever import Retriever
 
@@ -71,13 +71,49 @@ def test_context_block_says_what_each_hit_knows(index) -> None:
     assert lines[0] == "Homologs (MMseqs2) and their subcellular location:"
     assert lines[1].startswith("1. HBA, 100% identity over 100% of this protein: Cytoplasm")
     assert lines[2].endswith(": no subcellular location annotation") and lines[2].startswith("2. HBA_LIKE, 7")
-    (cap,) = r.contexts([Protein(GLOBIN, id="q")], ["length"])  # not a homology task: the hits' captions
+    (cap,) = r.contexts([Protein(GLOBIN, id="q")], ["secondary_structure"])  # not a homology task: captions
     assert cap.splitlines()[1].endswith("Hemoglobin alpha; globin family")
     (none,) = r.contexts([Protein("MKTAYIAKQRQISFVKSHFSRQ" * 3, id="x")], ["location"])
     assert none == "Homologs (MMseqs2): none found."
     homs = r.homologs([Protein(GLOBIN, id="q")], ["location"])[0]
     assert homs[0].to_json() == {"id": "HBA", "identity": 1.0, "coverage": 1.0, "evalue": homs[0].evalue,
                                  "annotation": "Cytoplasm"}
+
+
+def test_a_yes_no_claim_is_checked_against_each_hit(index) -> None:
+    q_yes, q_no = "<protein>\nIs this protein located in the cytoplasm?", "Is this protein located in the nucleus?"
+    assert question_claim("location", q_yes) == "cytoplasm" and question_claim("location", q_no) == "nucleus"
+    assert question_claim("location", "Where is this protein located in the cell?") is None  # open, no claim
+    assert question_claim("go_cc", q_yes) is None  # another task's template
+    r = Retriever(index, RetrievalConfig(enabled=True, k=2, claims=True))
+    globin, lysozyme = Protein(GLOBIN, id="q"), Protein(LYSOZYME, id="q2")
+    yes, no, other = r.contexts([globin, globin, lysozyme], ["location"] * 3, [q_yes, q_no, q_yes])
+    # the hits as without a claim, then each hit's answer (a hit with no annotation for the task has none to give)
+    assert yes.splitlines()[:3] == no.splitlines()[:3] == r.contexts([globin], ["location"])[0].splitlines()
+    assert yes.splitlines()[3] == 'Does each name "cytoplasm"? 1: yes, 2: –'
+    assert no.splitlines()[3] == 'Does each name "nucleus"? 1: no, 2: –'
+    assert other.splitlines()[-1] == 'Does each name "cytoplasm"? 1: no' and other.count("\n") == 2
+    assert r.homologs([globin], ["location"], [q_yes])[0][0].to_json()["answers_yes"] is True
+    # a question about the structure gets the captions, and no claim
+    assert r.contexts([globin], ["secondary_structure"], ["Is this protein mainly alpha?"])[0].splitlines()[0] == \
+        "Homologs (MMseqs2):"
+    # off (models trained before it): the block is as it was
+    plain = Retriever(index, RetrievalConfig(enabled=True, k=2))
+    assert plain.contexts([globin], ["location"], [q_yes]) == plain.contexts([globin], ["location"])
+    assert "Does each" not in plain.contexts([globin], ["location"], [q_yes])[0]
+
+
+@pytest.mark.parametrize("task, text, claim, holds", [
+    ("length", "312", "300", True), ("length", "312", "600", False), ("length", "312", "312", False),
+    ("mass", "35.2 kDa", "35", True), ("mass", "35.2 kDa", "40", False), ("mass", "unknown", "40", None),
+    ("composition", "leucine (L) 10.1%, alanine (A) 8.0% and serine (S) 7.5%", "leucine (L)", True),
+    ("composition", "leucine (L) 10.1%, alanine (A) 8.0% and serine (S) 7.5%", "alanine (A)", False),
+    ("location", "Nucleus; cytoplasm", "cytoplasm", True), ("location", "Nucleoplasm", "nucleus", False),
+])
+def test_claim_holds_as_the_questions_are_worded(task, text, claim, holds) -> None:
+    assert claim_holds(task, text, claim) is holds
+    block = context_block([Homolog("P1", 0.5, 0.9, 1e-9, text, holds)], task, claim)
+    assert block.endswith({True: "? 1: yes", False: "? 1: no", None: "? 1: –"}[holds])
 
 
 def test_prompt_layout_and_the_paper_form_without_context() -> None:
@@ -136,6 +172,14 @@ def test_data_build_indexes_the_training_split_only(dataset) -> None:
     ids = [x[1:] for x in (idx.path / "proteins.fasta").read_text().split() if x.startswith(">")]
     assert ids == train and len(idx) == len(train)
     assert any(idx.facts(i).get("go_mf") for i in train)
+    # a homolog's sequence properties, as the instruction builder states them for its own questions
+    seqs = dict(zip(ids, (x for x in (idx.path / "proteins.fasta").read_text().split() if not x.startswith(">"))))
+    first = idx.facts(train[0])
+    assert first["length"] == str(len(seqs[train[0]])) and first["mass"].endswith(" kDa")
+    assert first["composition"].split(" (")[0] in ("alanine", "leucine", "serine", "glycine", "glutamate", "lysine",
+                                                   "valine", "arginine", "aspartate", "threonine", "proline",
+                                                   "isoleucine", "asparagine", "glutamine", "phenylalanine",
+                                                   "tyrosine", "histidine", "cysteine", "methionine", "tryptophan")
 
 
 @pytest.fixture(scope="module")

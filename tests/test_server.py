@@ -184,6 +184,11 @@ def test_ask_reports_the_homologs_in_the_prompt(qa) -> None:
         assert events[1][1] == {"homologs": r.json()["homologs"]}
         assert events[-1][1]["answer"] == ANSWER
 
+        # a yes/no question's candidate value checked against a hit: the verdict the model was shown
+        fake.found = [HOMOLOGS[0], {**HOMOLOGS[1], "answers_yes": np.bool_(False)}]
+        rows = ask(c, sequence=SEQUENCE).json()["homologs"]
+        assert "answers_yes" not in rows[0] and rows[1]["answers_yes"] is False
+
         fake.found = []  # retrieval on, no hits: an empty list, not an absent field
         assert ask(c, sequence=SEQUENCE).json()["homologs"] == []
 

@@ -109,7 +109,7 @@ class ProteinQA:
         if self.retriever is not None and proteins:
             from sepit.retrieval.context import question_task
 
-            contexts = self.retriever.contexts(list(proteins), [question_task(q) for q in questions])
+            contexts = self.retriever.contexts(list(proteins), [question_task(q) for q in questions], list(questions))
         return [conversation(q, h, c) for q, h, c in zip(questions, hist, contexts)]
 
     def homologs(self, protein: Any, question: str = "") -> list[dict[str, Any]] | None:
@@ -121,7 +121,7 @@ class ProteinQA:
         from sepit.retrieval.context import question_task
 
         p = protein if isinstance(protein, Protein) else protein_from(protein)
-        return [h.to_json() for h in self.retriever.homologs([p], [question_task(question)])[0]]
+        return [h.to_json() for h in self.retriever.homologs([p], [question_task(question)], [question])[0]]
 
     # one path for every answer
     def generate(self, proteins: Sequence[Protein], conversations: Sequence[list[dict[str, str]]], *,

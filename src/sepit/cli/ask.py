@@ -121,7 +121,9 @@ def _print_homologs(qa, protein, question: str) -> None:
     for h in homologs:
         cov = f", {100 * h['coverage']:.0f}% coverage" if h["coverage"] is not None else ""
         ev = f", e-value {h['evalue']:.1e}" if h["evalue"] is not None else ""
-        print(f"  {h['id']}: {100 * h['identity']:.0f}% identity{cov}{ev}: {h['annotation'] or '-'}",
+        claim = {True: " → its answer to the question: yes", False: " → its answer to the question: no"}.get(
+            h.get("answers_yes"), "")
+        print(f"  {h['id']}: {100 * h['identity']:.0f}% identity{cov}{ev}: {h['annotation'] or '-'}{claim}",
               file=sys.stderr)
 
 

@@ -43,8 +43,11 @@ def show_examples(model_dir: str | Path, data_dir: str | Path, n: int = 4, max_n
     retriever = dataset_retriever(model, data_dir)
     prots = [ds.protein(r.protein_ids[0]) for r in recs]
     plain = [[m for m in r.messages if m["role"] != "assistant"] for r in recs]
-    homologs = retriever.homologs(prots, [r.task for r in recs]) if retriever and recs else [[] for _ in recs]
-    contexts = retriever.contexts(prots, [r.task for r in recs]) if retriever and recs else ["" for _ in recs]
+    questions = [next(m["content"] for m in r.messages if m["role"] == "user") for r in recs]
+    homologs = (retriever.homologs(prots, [r.task for r in recs], questions) if retriever and recs
+                else [[] for _ in recs])
+    contexts = (retriever.contexts(prots, [r.task for r in recs], questions) if retriever and recs
+                else ["" for _ in recs])
     convs = [add_context(c, x) for c, x in zip(plain, contexts)]
     runs = {"answer": (convs, [[p] for p in prots]),
             "sequence only": (convs, [[p.without_structure()] for p in prots])}

@@ -13,8 +13,10 @@ task and kind.
 - open / caption: copy that protein's answer (the one to the same question text when there is one).
 - yes/no: the question asks about one candidate ``{value}``. If a claim extractor is given (built from the
   instruction templates by :func:`claim_extractor`), the hit's own yes/no record about the same value is copied
-  when it exists; otherwise the answer is "yes" iff the value appears as a whole phrase in the hit's open answer
-  for that task. Without an extractor only an identical question of the hit is copied.
+  when it exists; otherwise its open answer for that task is read as the homolog context reads a hit
+  (:func:`sepit.retrieval.context.claim_holds`: for length and mass its number against the value, for composition
+  its first-listed residue, else whether the value appears in it as a whole phrase). Without an extractor only an
+  identical question of the hit is copied.
 - Items whose protein has no hit are counted (``no_hit``) and, like items where no hit has a usable answer
   (``no_answer``), get the prior answer (or an empty answer with ``fallback="empty"``).
 - yes/no answers carry ``p_yes``: 1 or 0 for a copied answer, the task's prior for a fallback, so the baseline has
@@ -25,7 +27,7 @@ hits in the prompt: the same ``k`` hits (:func:`top_k_hits`: ranked as given, th
 training protein once), answered without a model.
 
 - yes/no: every one of the k hits with a usable answer (read as for the nearest homolog: its own yes/no record
-  about the same claim, else whether the claim appears in its open answer) votes with weight identity × query
+  about the same claim, else its open answer read by ``claim_holds``) votes with weight identity × query
   coverage (coverage taken as 1 when unknown); ``p_yes = Σ w·[yes] / Σ w`` and the answer is "yes" iff
   ``p_yes ≥ 0.5`` (a tie says yes). Routes: ``voted_unanimous`` / ``voted_split``.
 - open / caption: the answer of the hit with the highest identity × coverage among the k that has an answer of the
@@ -57,6 +59,7 @@ from sepit.eval.items import (
     reference_answer,
 )
 from sepit.eval.text import last_yes_no
+from sepit.retrieval.context import claim_holds
 from sepit.tools.mmseqs import Hit
 
 ClaimOf = Callable[[str, str], "str | None"]  # (task, question text) → the candidate value, or None
@@ -159,11 +162,6 @@ def claim_extractor(yesno_templates: Mapping[str, Sequence[str]]) -> ClaimOf:
     return claim_of
 
 
-def _mentions(text: str, value: str) -> bool:
-    """``value`` occurs in ``text`` as a whole phrase (case-insensitive; not inside a longer word)."""
-    return re.search(r"(?<![\w-])" + re.escape(value.lower()) + r"(?![\w-])", text.lower()) is not None
-
-
 class _TrainIndex:
     """Training records grouped by (protein, task, kind) for fast look-up."""
 
@@ -199,8 +197,9 @@ def _answer_from_hit(it: EvalItem, hit: str, index: _TrainIndex, claim_of: Claim
     if claim is not None:
         opens = index.get(hit, it.task, "open")
         if opens:
-            found = any(_mentions(reference_answer(r), claim) for r in opens)
-            return ("yes" if found else "no"), "inferred_from_open_answer"
+            read = [claim_holds(it.task, reference_answer(r), claim) for r in opens]
+            if any(v is not None for v in read):
+                return ("yes" if any(read) else "no"), "inferred_from_open_answer"
     return None
 
 

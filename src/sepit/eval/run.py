@@ -154,7 +154,7 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
             if retriever is not None:
                 contexts = dict(zip((it.id for it in batch),
                                     retriever.contexts([protein(it.protein_id) for it in batch],
-                                                       [it.task for it in batch])))
+                                                       [it.task for it in batch], [it.question for it in batch])))
             convs = [[{"role": "user", "content": with_context(it.question, contexts.get(it.id, ""))}]
                      for it in batch]
             prots = [[protein(p) for p in it.all_protein_ids] for it in batch]

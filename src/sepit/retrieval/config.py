@@ -16,6 +16,8 @@ class RetrievalConfig:
     ``train_max_identity``: at training time hits above this identity are left out, so that training contexts look
     like those of held-out proteins (whose closest training proteins are distant by construction of the split).
     ``max_chars``: each hit's annotation is cut to this many characters (prompt length stays bounded).
+    ``claims``: a yes/no question about one candidate value also shows, per hit, whether its annotation names that
+    value (off for models trained before this existed: their prompts stay as they were trained).
     """
 
     enabled: bool = False
@@ -26,6 +28,7 @@ class RetrievalConfig:
     train_max_identity: float = 1.0
     max_chars: int = 160
     sensitivity: float | None = 7.5  # MMseqs2 -s (None: MMseqs2's default, 5.7)
+    claims: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:

@@ -4,6 +4,15 @@
     1. P02144, 62% identity over 95% of this protein: Cytoplasm
     2. Q9XYZ1, 31% identity over 40% of this protein: no subcellular location annotation
 
+A yes/no question about one candidate value ("Is this protein found in the nucleus?") also gets, per hit, whether
+its annotation for the task names that value — the hit's own answer to the question, read by the same rule
+(:func:`claim_holds`) as the retrieval baselines read it, so the model sees the evidence they count:
+
+    Homologs (MMseqs2) and their subcellular location:
+    1. P02144, 62% identity over 95% of this protein: Cytoplasm
+    2. Q9XYZ1, 31% identity over 40% of this protein: no subcellular location annotation
+    Does each name "Nucleus"? 1: no, 2: –
+
 The block goes into the first user turn after the protein marker line, before the question
 (:func:`sepit.data.instructions.record.with_context`).
 """
@@ -22,9 +31,12 @@ LABELS: dict[str, str] = {
     "go_cc": "GO cellular components", "location": "subcellular location", "ec": "EC number",
     "catalytic_activity": "catalytic activity", "family": "family", "domains": "domains", "cofactor": "cofactor",
     "pathway": "pathway", "subunit": "subunit structure", "keywords": "UniProt keywords", "name": "name",
+    "length": "length in residues", "mass": "molecular mass", "composition": "most common residues",
     CAPTION: "annotation",
 }
 HEADER = "Homologs (MMseqs2)"
+_CLAIM_ASKS = {"length": "Is each longer than {} residues?", "mass": "Is each above {} kDa?",
+               "composition": 'Is "{}" the most common in each?'}
 
 
 @dataclass(frozen=True)
@@ -37,11 +49,17 @@ class Homolog:
     coverage: float | None
     evalue: float | None
     annotation: str
+    # a yes/no question about one candidate value: the hit's own answer, read from its whole (unclipped) annotation
+    # by claim_holds; None: no such question, or nothing to read
+    answers_yes: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "identity": round(self.identity, 4),
-                "coverage": None if self.coverage is None else round(self.coverage, 4),
-                "evalue": self.evalue, "annotation": self.annotation}
+        out = {"id": self.id, "identity": round(self.identity, 4),
+               "coverage": None if self.coverage is None else round(self.coverage, 4),
+               "evalue": self.evalue, "annotation": self.annotation}
+        if self.answers_yes is not None:
+            out["answers_yes"] = self.answers_yes
+        return out
 
 
 def context_task(task: str | None) -> str:
@@ -49,8 +67,9 @@ def context_task(task: str | None) -> str:
     return task if task in CONTEXT_TASKS else CAPTION
 
 
-def context_block(homologs: list[Homolog], task: str | None) -> str:
-    """The prompt text for ``homologs`` (possibly none) of a question of ``task``."""
+def context_block(homologs: list[Homolog], task: str | None, claim: str | None = None) -> str:
+    """The prompt text for ``homologs`` (possibly none) of a question of ``task``; ``claim``, a yes/no question's
+    candidate value, adds a last line with each hit's answer (:attr:`Homolog.answers_yes`)."""
     key = context_task(task)
     if not homologs:
         return f"{HEADER}: none found."
@@ -59,7 +78,36 @@ def context_block(homologs: list[Homolog], task: str | None) -> str:
         cov = f" over {round(100 * h.coverage)}% of this protein" if h.coverage is not None else ""
         text = h.annotation or f"no {LABELS[key]} annotation"
         lines.append(f"{i}. {h.id}, {round(100 * h.identity)}% identity{cov}: {text}")
+    if claim and key != CAPTION:
+        # last, so both questions of a yes/no pair share the whole list above as one prompt prefix
+        said = {True: "yes", False: "no", None: "–"}
+        lines.append(_CLAIM_ASKS.get(key, 'Does each name "{}"?').format(claim) + " "
+                     + ", ".join(f"{i}: {said[h.answers_yes]}" for i, h in enumerate(homologs, 1)))
     return "\n".join(lines)
+
+
+def names(text: str, value: str) -> bool:
+    """``value`` occurs in ``text`` as a whole phrase (case-insensitive; not inside a longer word)."""
+    return re.search(r"(?<![\w-])" + re.escape(value.lower()) + r"(?![\w-])", text.lower()) is not None
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_RESIDUE = re.compile(r"[a-z]+ \([A-Z]\)", re.IGNORECASE)
+
+
+def claim_holds(task: str, text: str, claim: str) -> bool | None:
+    """Whether a protein whose annotation (or open answer) for ``task`` is ``text`` would answer yes to the
+    question's ``claim``, as the instruction builder words those questions: "longer than {claim} residues" (length:
+    the first number in ``text``), "above {claim} kDa" (mass: likewise), "{claim} the most common amino acid"
+    (composition: the first residue ``text`` lists), else ``text`` names the claim. None when ``text`` has no
+    number or residue to read. The homolog context and the retrieval baselines read hits with this one rule."""
+    if task in ("length", "mass"):
+        got, want = _NUMBER.search(text), _NUMBER.search(claim)
+        return None if not got or not want else float(got.group()) > float(want.group())
+    if task == "composition":
+        first = _RESIDUE.search(text)
+        return None if not first else first.group().lower() == claim.strip().lower()
+    return names(text, claim)
 
 
 def clip(text: str, max_chars: int) -> str:
@@ -93,6 +141,28 @@ def _template_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
             pat = re.escape(_norm(tpl)).replace(re.escape("{value}"), ".+?")
             out.append((re.compile("^" + pat + "$"), task))
     return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _claim_patterns() -> dict[str, tuple[re.Pattern[str], ...]]:
+    from sepit.data.instructions.templates import load_templates
+
+    out = {}
+    for task, tt in load_templates().tasks.items():
+        out[task] = tuple(re.compile("^" + re.escape(_norm(tpl)).replace(re.escape("{value}"), "(?P<value>.+?)") + "$",
+                                     re.IGNORECASE) for tpl in tt.yesno)
+    return out
+
+
+def question_claim(task: str | None, question: str) -> str | None:
+    """The candidate value of a yes/no question of ``task`` written from one of its templates ("Is this protein found
+    in the {value}?"), as the question writes it; None for any other question."""
+    q = " ".join(question.replace("<protein>", " ").split())
+    for pat in _claim_patterns().get(task or "", ()):
+        m = pat.match(q)
+        if m:
+            return m.group("value").strip()
+    return None
 
 
 def _norm(text: str) -> str:

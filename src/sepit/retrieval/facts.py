@@ -8,11 +8,12 @@ from sepit.data.instructions.catalog import Catalog
 from sepit.data.instructions.qa import task_facts
 from sepit.data.records import ProteinEntry
 
-# Tasks whose answer a homolog's annotation speaks to; questions of any other task (length, mass, composition,
-# secondary structure: properties of the query's own sequence or structure) get the hits' captions instead.
+# Tasks whose answer a homolog's annotation speaks to, and properties of a homolog's sequence (length, mass,
+# composition: homologs share them roughly, as the nearest-homolog baseline's score on them shows); questions of any
+# other task (secondary structure, free questions) get the hits' captions instead.
 CONTEXT_TASKS: tuple[str, ...] = (
     "function", "go_mf", "go_bp", "go_cc", "location", "ec", "catalytic_activity", "family", "domains",
-    "cofactor", "pathway", "subunit", "keywords", "name",
+    "cofactor", "pathway", "subunit", "keywords", "name", "length", "mass", "composition",
 )
 CAPTION = "caption"
 

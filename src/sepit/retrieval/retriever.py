@@ -2,8 +2,8 @@
 hits that pass the model's cut-offs, and turn them into the context block and the provenance shown to users.
 
     r = Retriever(RetrievalIndex.load(model_dir / "retrieval"), cfg.retrieval)
-    hom = r.homologs(proteins, tasks)          # per protein: [Homolog, ...] (≤ k; the protein itself never)
-    ctx = [context_block(h, t) for h, t in zip(hom, tasks)]
+    hom = r.homologs(proteins, tasks, questions)  # per protein: [Homolog, ...] (≤ k; the protein itself never)
+    ctx = r.contexts(proteins, tasks, questions)  # the prompt blocks
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sepit.log import get_logger
 from sepit.proteins import Protein
 from sepit.retrieval.config import RetrievalConfig
-from sepit.retrieval.context import Homolog, clip, context_block, context_task
+from sepit.retrieval.context import Homolog, claim_holds, clip, context_block, context_task, question_claim
 from sepit.retrieval.index import RetrievalIndex
 from sepit.tools.mmseqs import Hit
 
@@ -56,15 +56,27 @@ class Retriever:
             out.append(hs[: self.cfg.k])
         return out
 
-    def homologs(self, proteins: Sequence[Protein], tasks: Sequence[str | None]) -> list[list[Homolog]]:
-        """Per protein, its hits as :class:`Homolog` s with their annotation for the task asked."""
+    def homologs(self, proteins: Sequence[Protein], tasks: Sequence[str | None],
+                 questions: Sequence[str] | None = None) -> list[list[Homolog]]:
+        """Per protein, its hits as :class:`Homolog` s with their annotation for the task asked; with ``questions``,
+        a yes/no question's hits also say whether their annotation names its candidate value."""
         out = []
-        for hits, task in zip(self.hits(proteins), tasks):
+        qs = questions if questions is not None else [""] * len(proteins)
+        for hits, task, q in zip(self.hits(proteins), tasks, qs):
             key = context_task(task)
-            out.append([Homolog(h.target, h.identity, h.qcov, h.evalue,
-                                clip(self.index.facts(h.target).get(key, ""), self.cfg.max_chars)) for h in hits])
+            claim = question_claim(task, q) if self.cfg.claims and key == task else None
+            row = []
+            for h in hits:
+                text = self.index.facts(h.target).get(key, "")
+                row.append(Homolog(h.target, h.identity, h.qcov, h.evalue, clip(text, self.cfg.max_chars),
+                                   claim_holds(key, text, claim) if claim and text else None))
+            out.append(row)
         return out
 
-    def contexts(self, proteins: Sequence[Protein], tasks: Sequence[str | None]) -> list[str]:
-        """Per protein, the context block of a question of ``tasks[i]``."""
-        return [context_block(h, t) for h, t in zip(self.homologs(proteins, tasks), tasks)]
+    def contexts(self, proteins: Sequence[Protein], tasks: Sequence[str | None],
+                 questions: Sequence[str] | None = None) -> list[str]:
+        """Per protein, the context block of a question of ``tasks[i]`` (``questions[i]``, when given: its yes/no
+        claim, if any, is checked against each hit)."""
+        qs = questions if questions is not None else [""] * len(proteins)
+        return [context_block(h, t, question_claim(t, q) if self.cfg.claims and t == context_task(t) else None)
+                for h, t, q in zip(self.homologs(proteins, tasks, questions), tasks, qs)]

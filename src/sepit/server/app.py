@@ -653,10 +653,14 @@ async def _settle(fut: asyncio.Future) -> None:
 
 
 def _homolog_row(h: Any) -> dict[str, Any]:
-    """One homolog as the API gives it: {"id", "identity", "coverage", "evalue", "annotation"}; numbers are plain
-    floats (numpy scalars are not JSON), null where unknown or not finite (JSON has no inf / NaN)."""
-    return {"id": str(h["id"]), "identity": _number(h.get("identity")), "coverage": _number(h.get("coverage")),
-            "evalue": _number(h.get("evalue")), "annotation": str(h.get("annotation") or "")}
+    """One homolog as the API gives it: {"id", "identity", "coverage", "evalue", "annotation"}, and "answers_yes"
+    (bool: the hit's own answer to a yes/no question about one candidate value, where one was read); numbers are
+    plain floats (numpy scalars are not JSON), null where unknown or not finite (JSON has no inf / NaN)."""
+    row = {"id": str(h["id"]), "identity": _number(h.get("identity")), "coverage": _number(h.get("coverage")),
+           "evalue": _number(h.get("evalue")), "annotation": str(h.get("annotation") or "")}
+    if h.get("answers_yes") is not None:
+        row["answers_yes"] = bool(h["answers_yes"])
+    return row
 
 
 def _number(x: Any) -> float | None:

@@ -52,6 +52,11 @@ def resolve_init(path: str) -> Path:
     raise CheckpointError(f"{p}: not a sepit model directory (no sepit_config.json); check init_from")
 
 
+def _question(item: Item) -> str:
+    """The text of an item's first user turn (its question, after the protein marker)."""
+    return next((m["content"] for m in item.messages if m["role"] == "user"), "")
+
+
 def protein_input(ds: Any, pid: str, max_len: int) -> Protein:
     """The dataset's protein ``pid`` cut to its first ``max_len`` residues."""
     p = ds.protein(pid)
@@ -379,7 +384,7 @@ class ChatRunner(StageRunner):
         if isinstance(items, ItemSource):
             return self._stream_homologs(items, retriever, ds)
         queries = [Protein(ds.protein_info(i.protein_ids[0])["sequence"], id=i.protein_ids[0]) for i in items]
-        contexts = retriever.contexts(queries, [i.task for i in items])
+        contexts = retriever.contexts(queries, [i.task for i in items], [_question(i) for i in items])
         with_hits = sum(not c.endswith("none found.") for c in contexts)
         log.info(f"homolog context for {len(items)} items: {with_hits} with hits (max identity {max_identity:g}; "
                  f"index {path}, {len(retriever.index)} proteins)")
@@ -402,7 +407,7 @@ class ChatRunner(StageRunner):
 
         def with_context(item: Item) -> Item:
             pid = item.protein_ids[0]
-            c = retriever.contexts([Protein(seqs[pid], id=pid)], [item.task])[0]
+            c = retriever.contexts([Protein(seqs[pid], id=pid)], [item.task], [_question(item)])[0]
             return dataclasses.replace(item, messages=tuple(add_context(item.messages, c)),
                                        length=item.length + len(c) // 4)
 

@@ -260,7 +260,9 @@ function homologTable(rows) {
     tr.insertCell().textContent = evalueText(h.evalue);
     const note = String(h.annotation ?? "");
     const cell = tr.insertCell();
-    cell.textContent = note.length > NOTE_CHARS ? `${note.slice(0, NOTE_CHARS - 1)}…` : note;
+    // a yes/no question: does this hit's annotation name the value asked about (what the model was shown)
+    const claim = typeof h.answers_yes === "boolean" ? (h.answers_yes ? " → yes" : " → no") : "";
+    cell.textContent = (note.length > NOTE_CHARS ? `${note.slice(0, NOTE_CHARS - 1)}…` : note) + claim;
     if (note) cell.title = note; // the full text on hover
   }
   box.appendChild(table);
