@@ -107,7 +107,8 @@ def test_a_yes_no_claim_is_checked_against_each_hit(index) -> None:
     ("length", "312", "300", True), ("length", "312", "600", False), ("length", "312", "312", False),
     ("mass", "35.2 kDa", "35", True), ("mass", "35.2 kDa", "40", False), ("mass", "unknown", "40", None),
     ("composition", "leucine (L) 10.1%, alanine (A) 8.0% and serine (S) 7.5%", "leucine (L)", True),
-    ("composition", "leucine (L) 10.1%, alanine (A) 8.0% and serine (S) 7.5%", "alanine (A)", False),
+    ("composition", "leucine (L) 10.1%, alanine (A) 8.0% and serine (S) 7.5%", "alanine (A)", True),
+    ("composition", "leucine (L) 10.1%, alanine (A) 8.0% and serine (S) 7.5%", "tryptophan (W)", False),
     ("location", "Nucleus; cytoplasm", "cytoplasm", True), ("location", "Nucleoplasm", "nucleus", False),
 ])
 def test_claim_holds_as_the_questions_are_worded(task, text, claim, holds) -> None:
