@@ -182,3 +182,25 @@ def test_instruction_objects_are_accepted():
     assert items == items_from_records(TEST)
     preds, _ = nearest_homolog_predictions(items, objs, {"Q2": [Hit("Q2", "T5", 0.42)]})
     assert {p.id: p.text for p in preds}["Q2/ec/open/0"] == "EC 3.1.1.1"
+
+
+def test_nearest_homolog_reads_a_number_against_the_threshold():
+    """"Longer than 300 residues?" about a protein whose top hit is 312 long: the hit's length is compared with the
+    threshold (the rule the homolog context uses), not searched for the string "300"."""
+    templates = {"length": ["Is this protein longer than {value} residues?"],
+                 "mass": ["Is the molecular mass of this protein above {value} kDa?"]}
+    train = [rec("T1", "length", "open", "How long is it?", "This protein is 312 amino acids long."),
+             rec("T1", "mass", "open", "How heavy is it?", "About 35.2 kDa."),
+             rec("T2", "mass", "open", "How heavy is it?", "Unknown.")]
+    test = [rec("Q1", "length", "yesno", "Is this protein longer than 300 residues?", "Yes.", "test", 1),
+            rec("Q1", "length", "yesno", "Is this protein longer than 620 residues?", "No.", "test", 2),
+            rec("Q1", "mass", "yesno", "Is the molecular mass of this protein above 40 kDa?", "No.", "test", 3),
+            rec("Q2", "mass", "yesno", "Is the molecular mass of this protein above 40 kDa?", "No.", "test", 4)]
+    hits = {"Q1": [Hit("Q1", "T1", 0.6)], "Q2": [Hit("Q2", "T2", 0.6)]}
+    preds, stats = nearest_homolog_predictions(items_from_records(test), train, hits,
+                                               claim_of=claim_extractor(templates), fallback="empty")
+    by = {p.id: (p.text, p.p_yes) for p in preds}
+    assert by["Q1/length/yesno/1"] == ("yes", 1.0) and by["Q1/length/yesno/2"] == ("no", 0.0)
+    assert by["Q1/mass/yesno/3"] == ("no", 0.0)
+    assert by["Q2/mass/yesno/4"][0] == ""  # a hit with no number to read has no answer: the fallback
+    assert stats.to_dict()["inferred_from_open_answer"] == 3

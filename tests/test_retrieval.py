@@ -133,6 +133,9 @@ def test_prompt_layout_and_the_paper_form_without_context() -> None:
     ("What is the EC number of this enzyme?", "ec"),
     ("Which biological processes is it involved in?", "go_bp"),
     ("What does this protein do?", "function"),
+    # the most specific template wins: name's "Is this protein {value}?" matches these too
+    ("Is this protein longer than 300 residues?", "length"), ("Is this protein heavier than 40 kDa?", "mass"),
+    ("Is this protein Hemoglobin alpha?", "name"),
     ("Tell me a joke.", None),
 ])
 def test_question_task(question, task) -> None:
@@ -221,6 +224,29 @@ def test_model_dir_answers_with_its_own_index_after_the_dataset_is_deleted(train
     shutil.rmtree(model_dir / "retrieval")
     with pytest.raises(SepitError, match="no retrieval index"):
         load(model_dir, device="cpu")
+
+
+def test_a_model_with_claims_gives_each_hit_s_answer_in_its_prompt(trained, tmp_path) -> None:
+    from sepit.api import load
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained, model_dir)
+    meta = json.loads((model_dir / "sepit_config.json").read_text())
+    assert meta["config"]["retrieval"]["claims"] is False  # what the tiny config trained with
+    meta["config"]["retrieval"]["claims"] = True
+    (model_dir / "sepit_config.json").write_text(json.dumps(meta))
+    qa = load(model_dir, device="cpu")
+    protein = (model_dir / "retrieval" / "proteins.fasta").read_text().split()[1]
+    below, above = len(protein) - 1, len(protein) + 100
+    (yes,) = qa.homologs(protein, f"Is this protein longer than {below} residues?")[:1]
+    assert yes["annotation"] == str(len(protein)) and yes["answers_yes"] is True
+    assert qa.homologs(protein, f"Is this protein longer than {above} residues?")[0]["answers_yes"] is False
+    conv = qa.conversations([Protein(protein)], [f"Is this protein longer than {below} residues?"])[0]
+    lines = conv[0]["content"].splitlines()
+    assert lines[1] == "Homologs (MMseqs2) and their length in residues:"
+    assert lines[-2].startswith(f"Is each longer than {below} residues? 1: yes")
+    assert lines[-1] == f"Is this protein longer than {below} residues?"
+    assert "answers_yes" not in qa.homologs(protein, "How long is it?")[0]  # not a yes/no question
 
 
 def test_eval_runs_the_model_with_and_without_homologs_and_the_vote(trained, dataset, tmp_path) -> None:

@@ -136,8 +136,10 @@ def _template_patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
     for task, tt in load_templates().tasks.items():
         for tpl in (*tt.open, *tt.yesno):
             pat = re.escape(_norm(tpl)).replace(re.escape("{value}"), ".+?")
-            out.append((re.compile("^" + pat + "$"), task))
-    return tuple(out)
+            out.append((len(tpl.replace("{value}", "")), re.compile("^" + pat + "$"), task))
+    # the most specific template first: "Is this protein longer than {value} residues?" (length) before "Is this
+    # protein {value}?" (name), which matches it too
+    return tuple((pat, task) for _, pat, task in sorted(out, key=lambda x: -x[0]))
 
 
 @lru_cache(maxsize=1)
@@ -167,8 +169,9 @@ def _norm(text: str) -> str:
 
 
 def question_task(question: str) -> str | None:
-    """The task of a free-text question: the task of the instruction template it matches, else the first task whose
-    keywords it contains, else None (the context then gives the homologs' captions)."""
+    """The task of a free-text question: the task of the most specific instruction template it matches (the most
+    fixed text), else the first task whose keywords it contains, else None (the context then gives the homologs'
+    captions)."""
     q = _norm(question)
     for pat, task in _template_patterns():
         if pat.match(q):

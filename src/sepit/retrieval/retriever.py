@@ -56,15 +56,20 @@ class Retriever:
             out.append(hs[: self.cfg.k])
         return out
 
+    def claims(self, tasks: Sequence[str | None], questions: Sequence[str] | None) -> list[str | None]:
+        """Per question, the candidate value of a yes/no question that hits are read against (``claims`` on, a task
+        whose hits have an annotation for it), else None."""
+        if questions is None or not self.cfg.claims:
+            return [None] * len(tasks)
+        return [question_claim(t, q) if context_task(t) == t else None for t, q in zip(tasks, questions)]
+
     def homologs(self, proteins: Sequence[Protein], tasks: Sequence[str | None],
                  questions: Sequence[str] | None = None) -> list[list[Homolog]]:
         """Per protein, its hits as :class:`Homolog` s with their annotation for the task asked; with ``questions``,
-        a yes/no question's hits also say whether their annotation names its candidate value."""
+        a yes/no question's hits also carry their own answer to it (:attr:`Homolog.answers_yes`)."""
         out = []
-        qs = questions if questions is not None else [""] * len(proteins)
-        for hits, task, q in zip(self.hits(proteins), tasks, qs):
+        for hits, task, claim in zip(self.hits(proteins), tasks, self.claims(tasks, questions)):
             key = context_task(task)
-            claim = question_claim(task, q) if self.cfg.claims and key == task else None
             row = []
             for h in hits:
                 text = self.index.facts(h.target).get(key, "")
@@ -75,8 +80,7 @@ class Retriever:
 
     def contexts(self, proteins: Sequence[Protein], tasks: Sequence[str | None],
                  questions: Sequence[str] | None = None) -> list[str]:
-        """Per protein, the context block of a question of ``tasks[i]`` (``questions[i]``, when given: its yes/no
-        claim, if any, is checked against each hit)."""
-        qs = questions if questions is not None else [""] * len(proteins)
-        return [context_block(h, t, question_claim(t, q) if self.cfg.claims and t == context_task(t) else None)
-                for h, t, q in zip(self.homologs(proteins, tasks, questions), tasks, qs)]
+        """Per protein, the context block of a question of ``tasks[i]`` (``questions[i]``, when given: a yes/no
+        question's block ends with each hit's answer to it)."""
+        return [context_block(h, t, c) for h, t, c in
+                zip(self.homologs(proteins, tasks, questions), tasks, self.claims(tasks, questions))]
