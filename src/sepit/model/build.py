@@ -44,9 +44,10 @@ def tiny() -> ModelConfig:
 
 def default() -> ModelConfig:
     """ESM-2 t6 8M + SmolLM2-135M-Instruct + all-MiniLM-L6-v2 (``sepit models fetch`` installs them), with homolog
-    context in its prompts (the paper's prompt: ``retrieval.enabled=false``); its answers repeat no 3-token n-gram
-    (chosen on the valid split: BLEU-2 level with greedy, and no looping answers)."""
-    return ModelConfig(no_repeat_ngram=3, retrieval=RetrievalConfig(enabled=True))
+    context in its prompts (the paper's prompt: ``retrieval.enabled=false``), where a yes/no question also gets each
+    hit's own answer (``retrieval.claims``); its answers repeat no 3-token n-gram. Both chosen on the valid split
+    (docs/retrieval.md, "Choices")."""
+    return ModelConfig(no_repeat_ngram=3, retrieval=RetrievalConfig(enabled=True, claims=True))
 
 
 def paper(llm: str = "tinyllama") -> ModelConfig:
