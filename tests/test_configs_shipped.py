@@ -44,6 +44,13 @@ def test_shipped_config_is_valid(path: Path) -> None:
         assert set(cfg.lr) <= set(STAGE_GROUPS[f"stage{cfg.stage}"]), (path, sorted(cfg.lr))
 
 
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_shipped_model_config_is_its_preset(name: str) -> None:
+    """`model: default` in a training config builds the Python preset; the YAML beside it is what users read and
+    copy, so the two must not drift apart (the demo once trained without a setting the YAML had)."""
+    assert load_config(CONFIGS / "model" / f"{name}.yaml") == PRESETS[name]()
+
+
 def _strings(value):
     if isinstance(value, str):
         yield value
