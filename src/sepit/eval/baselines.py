@@ -14,9 +14,9 @@ task and kind.
 - yes/no: the question asks about one candidate ``{value}``. If a claim extractor is given (built from the
   instruction templates by :func:`claim_extractor`), the hit's own yes/no record about the same value is copied
   when it exists; otherwise its open answer for that task is read as the homolog context reads a hit
-  (:func:`sepit.retrieval.context.claim_holds`: for length and mass its number against the value, for composition
-  its first-listed residue, else whether the value appears in it as a whole phrase). Without an extractor only an
-  identical question of the hit is copied.
+  (:func:`sepit.retrieval.context.claim_holds`: for length and mass its number against the value, else whether the
+  value appears in it as a whole phrase — for composition, among the residues it lists). Without an extractor only
+  an identical question of the hit is copied.
 - Items whose protein has no hit are counted (``no_hit``) and, like items where no hit has a usable answer
   (``no_answer``), get the prior answer (or an empty answer with ``fallback="empty"``).
 - yes/no answers carry ``p_yes``: 1 or 0 for a copied answer, the task's prior for a fallback, so the baseline has
