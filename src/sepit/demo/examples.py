@@ -43,7 +43,7 @@ def show_examples(model_dir: str | Path, data_dir: str | Path, n: int = 4, max_n
     retriever = dataset_retriever(model, data_dir)
     prots = [ds.protein(r.protein_ids[0]) for r in recs]
     plain = [[m for m in r.messages if m["role"] != "assistant"] for r in recs]
-    questions = [next(m["content"] for m in r.messages if m["role"] == "user") for r in recs]
+    questions = [r.question for r in recs]
     homologs = (retriever.homologs(prots, [r.task for r in recs], questions) if retriever and recs
                 else [[] for _ in recs])
     contexts = (retriever.contexts(prots, [r.task for r in recs], questions) if retriever and recs
