@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sepit.eval.bootstrap import add_intervals, metric_intervals, paired_differences, resample_weights, weighted_auroc
+from sepit.eval.bootstrap import (
+    add_intervals,
+    metric_intervals,
+    paired_differences,
+    resample_weights,
+    subset_summaries,
+    weighted_auroc,
+)
 from sepit.eval.closed_set import auroc
 from sepit.eval.report import report_markdown
 
@@ -135,3 +142,29 @@ def test_only_the_top_k_vote_present_and_mismatched_items() -> None:
     bad = {"model": {"items": _open_rows([10.0] * 6)}, "top-k vote": {"items": _open_rows([4.0] * 3)}}
     with pytest.raises(ValueError, match="same items"):
         add_intervals(bad, n_boot=50)
+
+
+def test_a_subset_of_the_questions_gets_its_own_intervals_and_differences() -> None:
+    """The model is perfect on length questions and no better than chance elsewhere; the homolog is right on half of
+    each. Without the length questions the model's AUROC is its chance-level one, with a paired difference to the
+    homolog whose interval holds 0; on all items it is well above."""
+    rows, homolog = [], []
+    for k in range(80):
+        task, label = ("length" if k < 40 else "function"), k % 2
+        p = float(label) if task == "length" else (0.5 + 0.1 * ((k // 2) % 2 == 0))  # length: exact; else noise
+        rows.append({"id": f"i{k}", "protein_id": f"p{k // 2}", "task": task, "kind": "yesno", "p_yes": p,
+                     "label": label, "metrics": {"yesno_acc": 100.0 * ((p >= 0.5) == bool(label))}})
+        right = (k // 2) % 2 == 0
+        homolog.append(dict(rows[-1], p_yes=float(label if right else 1 - label),
+                            metrics={"yesno_acc": 100.0 * right}))
+    systems = {"model": {"items": rows}, "nearest homolog": {"items": homolog}}
+    sub = subset_summaries(systems, lambda r: r["task"] != "length", n_boot=400)
+    assert sub["model"]["n"] == 40 and sub["model"]["point"]["auroc"] == pytest.approx(0.5)
+    lo, hi = sub["model"]["vs_baselines"]["nearest homolog"]["auroc"]["ci"]
+    assert lo < 0 < hi and sub["nearest homolog"]["point"]["auroc"] == pytest.approx(0.5)
+    add_intervals(systems, n_boot=400)
+    assert systems["model"]["vs_baselines"]["nearest homolog"]["auroc"]["ci"][0] > 0  # all items: above
+    assert "items" in systems["model"]  # the full summaries are left as they were
+    md = report_markdown({"meta": {}, "systems": systems, "without_sequence_tasks": sub})
+    assert "### Without the questions the protein's sequence answers" in md and "| model | 40 | 50.00 [" in md
+    assert subset_summaries(systems, lambda r: False) == {}

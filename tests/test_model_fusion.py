@@ -218,6 +218,35 @@ def test_yes_no_pairs_share_their_prefix(model) -> None:
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
+def test_the_options_of_a_question_share_their_prompt(model) -> None:
+    """answer_log_likelihood runs the options of one question (same protein, same prompt) from one prefix: the same
+    mean log-probability per answer token as a plain padded forward over each whole conversation."""
+    from sepit.model.generation import protein_keys, shared_prefixes
+
+    context = "Homologs (MMseqs2) and their functions: 1. P12345, 48% identity over 92%: DNA binding and repair."
+    q = f"{PROTEIN_TOKEN}\n{context}\nWhat does it do?"
+    convs = [_conv(q, "DNA binding and repair."), _conv(q, "It binds ATP."), _conv(q, "Repair."),
+             _conv(f"{PROTEIN_TOKEN}\nWhat is it?", "A kinase."), _conv(q, "DNA binding.")]
+    prots = [["MKTAYIAKQRQISFVKSHF"]] * 3 + [["GAVL"], ["MKTAYIAKQRQISFVKSHW"]]
+    with torch.no_grad():
+        batch = model.processor(convs, prots)
+        real = batch["attention_mask"].bool()
+        groups = shared_prefixes([batch["input_ids"][i][real[i]] for i in range(5)],
+                                 protein_keys(batch, model.processor.protein_start_id))
+        got = model.answer_log_likelihood(batch)
+        out = model(batch, return_logits=True)  # logits at the labelled positions, row-major
+        targets = batch["labels"][:, 1:]
+        sel = targets != IGNORE
+        lp = torch.log_softmax(out.logits.float(), -1).gather(1, targets[sel].unsqueeze(1)).squeeze(1)
+        want = torch.zeros(5).index_add_(0, sel.nonzero()[:, 0], lp) / sel.sum(1)
+    by_row = {r: (rows, p) for rows, p in groups for r in rows}
+    assert sorted(by_row[0][0]) == [0, 1, 2] and by_row[0][1] > 20 and by_row[3][1] == by_row[4][1] == 0
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert got.argmax() == want.argmax()
+    empty = model.processor([[{"role": "user", "content": q}]], prots[:1])  # no assistant turn: nothing to score
+    assert model.answer_log_likelihood(empty)[0] == float("-inf")
+
+
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
 def test_other_llama_family_models(family) -> None:
     """The fusion works over other Llama-family causal LMs (tiny random Qwen2 / Mistral)."""

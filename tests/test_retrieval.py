@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from sepit.data.instructions import seqprops
 from sepit.data.instructions.record import add_context, with_context
 from sepit.errors import InputError, SepitError
 from sepit.proteins import Protein, conversation
 from sepit.retrieval.config import RetrievalConfig
 from sepit.retrieval.context import Homolog, claim_holds, clip, context_block, question_claim, question_task
+from sepit.retrieval.facts import sequence_facts
 from sepit.retrieval.index import RetrievalIndex, build_index
 from sepit.retrieval.retriever import Retriever
 
@@ -101,6 +103,53 @@ def test_a_yes_no_claim_is_checked_against_each_hit(index) -> None:
     plain = Retriever(index, RetrievalConfig(enabled=True, k=2))
     assert plain.contexts([globin], ["location"], [q_yes]) == plain.contexts([globin], ["location"])
     assert "Does each" not in plain.contexts([globin], ["location"], [q_yes])[0]
+
+
+def test_own_properties_give_the_protein_s_own_value_and_answer(index) -> None:
+    r = Retriever(index, RetrievalConfig(enabled=True, k=2, claims=True, own_properties=True))
+    globin = Protein(GLOBIN, id="q")
+    own = sequence_facts(GLOBIN)
+    assert own["length"] == str(len(GLOBIN)) and own["mass"].endswith(" kDa")
+    top = seqprops.composition(GLOBIN)[0][0]
+    assert own["composition"].startswith(seqprops.aa_label(top))
+    longer, shorter = f"Is this protein longer than {len(GLOBIN) - 1} residues?", \
+        f"Is this protein longer than {len(GLOBIN)} residues?"
+    yes, no = r.contexts([globin, globin], ["length", "length"], [longer, shorter])
+    assert yes.splitlines()[0] == f"This protein's length in residues (from its sequence): {len(GLOBIN)}"
+    assert yes.splitlines()[-1].startswith(f"Is each longer than {len(GLOBIN) - 1} residues? this protein: yes, 1: ")
+    assert no.splitlines()[-1].startswith(f"Is each longer than {len(GLOBIN)} residues? this protein: no, 1: ")
+    # composition: the protein's own answer is yes for its most common residue only (a hit's, for any of its top 3)
+    second = seqprops.aa_label(seqprops.composition(GLOBIN)[1][0])
+    first_q, second_q = (f"Is {v} the most common amino acid in this protein?"
+                         for v in (seqprops.aa_label(top), second))
+    a, b = r.contexts([globin, globin], ["composition"] * 2, [first_q, second_q])
+    assert "this protein: yes" in a.splitlines()[-1] and "this protein: no" in b.splitlines()[-1]
+    # another task, or the setting off: no own line
+    assert "from its sequence" not in r.contexts([globin], ["location"])[0]
+    off = Retriever(index, RetrievalConfig(enabled=True, k=2, claims=True))
+    assert off.contexts([globin], ["length"], [longer])[0] == "\n".join(yes.splitlines()[1:]).replace(
+        "this protein: yes, ", "")
+    # no homologs: the own value and answer still come
+    assert context_block([], "mass", "10", "15.1 kDa").splitlines() == [
+        "This protein's molecular mass (from its sequence): 15.1 kDa", "Homologs (MMseqs2): none found.",
+        "Is each above 10 kDa? this protein: yes"]
+
+
+def test_open_answers_to_choose_from_are_the_hits_worded_as_answers(index) -> None:
+    r = Retriever(index, RetrievalConfig(enabled=True, k=2, choose_open=True, own_properties=True))
+    globin = Protein(GLOBIN, id="q")
+    where, yes_no, length, free = r.answer_options(
+        [globin] * 4, ["location", "location", "length", None],
+        ["Where is this protein located?", "Is this protein located in the cytoplasm?", "How long is it?", "Hi?"])
+    # the first hit (HBA: Cytoplasm), the second (HBA_LIKE) has no location; then the index's most common location
+    # (Cytoplasm and Secreted once each: the alphabetically first, already there)
+    assert where == ["Subcellular location: Cytoplasm."]
+    assert yes_no == [] and length == [] and free == []  # written: a yes/no question, the protein's own length, none
+    assert index.most_common_fact("location") == "Cytoplasm" and index.most_common_fact("pathway") == ""
+    (lyz,) = r.answer_options([Protein(LYSOZYME, id="q2")], ["location"], ["Where is it found?"])
+    assert lyz == ["Subcellular location: Secreted.", "Subcellular location: Cytoplasm."]
+    off = Retriever(index, RetrievalConfig(enabled=True, k=2))
+    assert off.answer_options([globin], ["location"], ["Where is this protein located?"]) == [[]]
 
 
 @pytest.mark.parametrize("task, text, claim, holds", [
@@ -247,6 +296,27 @@ def test_a_model_with_claims_gives_each_hit_s_answer_in_its_prompt(trained, tmp_
     assert lines[-2].startswith(f"Is each longer than {below} residues? 1: yes")
     assert lines[-1] == f"Is this protein longer than {below} residues?"
     assert "answers_yes" not in qa.homologs(protein, "How long is it?")[0]  # not a yes/no question
+
+
+def test_a_model_that_chooses_answers_with_one_of_its_homologs_answers(trained, tmp_path) -> None:
+    from sepit.api import load
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained, model_dir)
+    meta = json.loads((model_dir / "sepit_config.json").read_text())
+    meta["config"]["retrieval"]["choose_open"] = True
+    (model_dir / "sepit_config.json").write_text(json.dumps(meta))
+    qa = load(model_dir, device="cpu")
+    protein = (model_dir / "retrieval" / "proteins.fasta").read_text().split()[1]
+    question = "What is the function of this protein?"
+    (options,) = qa.answer_options([Protein(protein)], [question])
+    assert options and all(o.strip() for o in options)
+    answer = qa.ask(protein, question)
+    assert answer in options
+    assert "".join(qa.ask(protein, question, stream=True)) == answer
+    scores = qa.choose(protein, question, options) if len(options) > 1 else [0.0]
+    assert options[max(range(len(options)), key=scores.__getitem__)] == answer  # the option the model rates best
+    assert qa.answer_options([Protein(protein)], ["Does this protein bind DNA?"]) == [[]]
 
 
 def test_eval_runs_the_model_with_and_without_homologs_and_the_vote(trained, dataset, tmp_path) -> None:

@@ -79,9 +79,10 @@ def annotate_proteins(qa: Any, proteins: Sequence[Protein], questions: Sequence[
         if should_stop is not None and should_stop():
             raise GenerationStopped("annotation stopped before it finished")
         chunk = pairs[s:s + batch_size]
-        prots = [proteins[i] for i, _ in chunk]
-        texts += qa.generate(prots, qa.conversations(prots, [q.question for _, q in chunk]),
-                             max_new_tokens=max_new_tokens, should_stop=should_stop)
+        prots, qs = [proteins[i] for i, _ in chunk], [q.question for _, q in chunk]
+        options = qa.answer_options(prots, qs) if hasattr(qa, "answer_options") else None
+        texts += qa.generate(prots, qa.conversations(prots, qs), max_new_tokens=max_new_tokens,
+                             should_stop=should_stop, **({"options": options} if options is not None else {}))
     probs: list[float] = []
     ypairs = [(i, q) for i in range(len(proteins)) for q in yesnos]
     for s in range(0, len(ypairs), batch_size):

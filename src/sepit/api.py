@@ -123,21 +123,37 @@ class ProteinQA:
         p = protein if isinstance(protein, Protein) else protein_from(protein)
         return [h.to_json() for h in self.retriever.homologs([p], [question_task(question)], [question])[0]]
 
+    def answer_options(self, proteins: Sequence[Protein], questions: Sequence[str]) -> list[list[str]]:
+        """Per question, the answers the model chooses among instead of writing one (its homologs' annotations for
+        an open question about a task they annotate, with ``retrieval.choose_open``); [] where it writes its
+        answer (:meth:`sepit.retrieval.retriever.Retriever.answer_options`)."""
+        if self.retriever is None or not self.retriever.cfg.choose_open or not proteins:
+            return [[] for _ in questions]
+        from sepit.retrieval.context import question_task
+
+        return self.retriever.answer_options(list(proteins), [question_task(q) for q in questions], list(questions))
+
     # one path for every answer
     def generate(self, proteins: Sequence[Protein], conversations: Sequence[list[dict[str, str]]], *,
                  max_new_tokens: int = 128, temperature: float = 0.0, on_text: OnText | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> list[str]:
+                 should_stop: Callable[[], bool] | None = None,
+                 options: Sequence[Sequence[str]] | None = None) -> list[str]:
         """Answer a batch: conversation ``i`` (chat messages whose first user turn holds ``<protein>``) about
         protein ``i``, through the model's one batched ``generate()`` (KV cache).
 
         ``on_text(i, delta)`` streams new text of sample ``i``; ``should_stop()`` returning True ends the generation
         at the next token with :class:`GenerationStopped`. ``temperature`` > 0 samples where the model supports it.
-        Proteins longer than the model's limit are cropped by the processor (with a warning).
+        Proteins longer than the model's limit are cropped by the processor (with a warning). ``options[i]``, when
+        not empty, are the answers conversation ``i`` is answered by choosing among (:meth:`answer_options`; the
+        model's ``choose``), the choice given to ``on_text`` whole.
         """
         if len(proteins) != len(conversations):
             raise SepitError(f"generate: {len(proteins)} proteins but {len(conversations)} conversations")
         if not proteins:
             return []
+        if options is not None and any(options):
+            return self._choose_or_generate(proteins, conversations, options, max_new_tokens=max_new_tokens,
+                                            temperature=temperature, on_text=on_text, should_stop=should_stop)
         if temperature and not self.supports_sampling:
             raise InputError(None, "this model decodes greedily only: use temperature 0")
         m = self.model
@@ -170,6 +186,28 @@ class ProteinQA:
                     on_text(i, t[len(sent[i]):])
         return texts
 
+    def _choose_or_generate(self, proteins: Sequence[Protein], conversations: Sequence[list[dict[str, str]]],
+                            options: Sequence[Sequence[str]], **kw: Any) -> list[str]:
+        """:meth:`generate` for a batch where some conversations have options: those are chosen, the rest written."""
+        on_text = kw.pop("on_text")
+        if kw.get("should_stop") is not None and kw["should_stop"]():
+            raise GenerationStopped("generation stopped before it started")
+        picked = [i for i, o in enumerate(options) if o]
+        m = self.model
+        out = [""] * len(proteins)
+        for i, t in zip(picked, m.choose([list(conversations[i]) for i in picked],
+                                         [[_model_input(proteins[i])] for i in picked], [options[i] for i in picked])):
+            out[i] = t
+            if on_text is not None:
+                on_text(i, t)
+        rest = [i for i in range(len(proteins)) if not options[i]]
+        if rest:
+            written = self.generate([proteins[i] for i in rest], [conversations[i] for i in rest],
+                                    on_text=None if on_text is None else (lambda j, d: on_text(rest[j], d)), **kw)
+            for i, t in zip(rest, written):
+                out[i] = t
+        return out
+
     @property
     def supports_sampling(self) -> bool:
         """Whether the model's ``generate`` takes a ``temperature`` (else decoding is greedy only)."""
@@ -183,9 +221,11 @@ class ProteinQA:
         """Answer one question; with ``stream=True`` an iterator of text pieces as they are generated."""
         p = protein_from(protein, chain)
         conv = self.conversations([p], [question], [history])[0]
+        options = self.answer_options([p], [question])
         if stream:
-            return self._stream(p, conv, max_new_tokens=max_new_tokens, temperature=temperature)
-        return self.generate([p], [conv], max_new_tokens=max_new_tokens, temperature=temperature)[0]
+            return self._stream(p, conv, max_new_tokens=max_new_tokens, temperature=temperature, options=options)
+        return self.generate([p], [conv], max_new_tokens=max_new_tokens, temperature=temperature,
+                             options=options)[0]
 
     def ask_many(self, proteins: Sequence[Any], questions: Sequence[str], *, max_new_tokens: int = 128,
                  temperature: float = 0.0, batch_size: int = 8) -> list[str]:
@@ -195,9 +235,9 @@ class ProteinQA:
         ps = [protein_from(p) for p in proteins]
         out: list[str] = []
         for s in range(0, len(ps), batch_size):
-            chunk = ps[s:s + batch_size]
-            out += self.generate(chunk, self.conversations(chunk, questions[s:s + batch_size]),
-                                 max_new_tokens=max_new_tokens, temperature=temperature)
+            chunk, qs = ps[s:s + batch_size], questions[s:s + batch_size]
+            out += self.generate(chunk, self.conversations(chunk, qs), max_new_tokens=max_new_tokens,
+                                 temperature=temperature, options=self.answer_options(chunk, qs))
         return out
 
     def yes_no(self, protein: Any, question: str, *, chain: str | None = None) -> float:

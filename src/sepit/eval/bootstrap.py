@@ -15,7 +15,7 @@ its interval reflects how the two systems differ on the same proteins, not the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -182,3 +182,22 @@ def add_intervals(systems: Mapping[str, dict[str, Any]], *, baselines: str | Seq
             summary["vs_baselines"] = vs
         if present and name != present[0]:
             summary["vs_baseline"] = {"baseline": present[0], **vs[present[0]]}
+
+
+def subset_summaries(systems: Mapping[str, Mapping[str, Any]], keep: Callable[[Mapping[str, Any]], bool], *,
+                     baselines: str | Sequence[str] = DIFF_BASELINES, n_boot: int = 1000, seed: int = 0
+                     ) -> dict[str, dict[str, Any]]:
+    """Every system's headline metrics on the items ``keep`` selects (e.g. one kind of question), as
+    ``{name: {"n": items, "point": {metric: value}, "intervals": ..., "vs_baselines": ...}}`` — the shapes of
+    :func:`add_intervals`, from resamples of the proteins those items belong to. Systems need their ``items``."""
+    sub: dict[str, dict[str, Any]] = {name: {"items": [r for r in s["items"] if keep(r)]}
+                                      for name, s in systems.items()}
+    if not any(s["items"] for s in sub.values()):
+        return {}
+    add_intervals(sub, baselines=baselines, n_boot=n_boot, seed=seed)
+    ones = {name: np.ones((1, len(s["items"]))) for name, s in sub.items()}
+    for name, s in sub.items():
+        s["point"] = {m: point for m, (_, point) in _samples(s["items"], ones[name], HEADLINE_METRICS).items()}
+        s["n"] = len(s.pop("items"))
+        s.pop("vs_baseline", None)
+    return sub

@@ -199,6 +199,31 @@ def _interval_tables(results: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _subset_table(subset: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each system's headline metrics on a subset of the items (``subset_summaries``) with their intervals, and
+    their paired differences to the baselines."""
+    metrics = [(k, h) for k, h in INTERVAL_METRICS if any(k in s.get("point", {}) for s in subset.values())]
+    bases = []
+    for s in subset.values():
+        bases += [b for b in s.get("vs_baselines", {}) if b not in bases]
+    rows = []
+    for name, s in subset.items():
+        row = [name, str(s.get("n", ""))]
+        for key, _ in metrics:
+            point, ci = s.get("point", {}).get(key), s.get("intervals", {}).get(key)
+            row.append("–" if point is None else _fmt(point, key) + (f" [{_fmt(ci[0], key)}, {_fmt(ci[1], key)}]"
+                                                                      if ci else ""))
+        for base in bases:
+            for key, _ in metrics:
+                d = s.get("vs_baselines", {}).get(base, {}).get(key)
+                row.append("–" if d is None else f"{_fmt_signed(d['diff'], key)} "
+                                                 f"[{_fmt_signed(d['ci'][0], key)}, {_fmt_signed(d['ci'][1], key)}]")
+        rows.append(row)
+    headers = ["system", "items", *[h for _, h in metrics],
+               *[f"Δ {h} vs {b}" for b in bases for _, h in metrics]]
+    return markdown_table(headers, rows)
+
+
 def _closed_set_table(results: Mapping[str, Any]) -> str | None:
     rows = []
     for name, s in results.get("systems", {}).items():
@@ -224,6 +249,9 @@ def report_markdown(results: Mapping[str, Any], plots: Mapping[str, str] | None 
         parts += ["## 95% intervals (bootstrap over test proteins) and paired differences", ""]
         for title, table in intervals:
             parts += ([f"### {title}", ""] if title else []) + [table, ""]
+    if results.get("without_sequence_tasks"):
+        parts += ["### Without the questions the protein's sequence answers (length, mass, composition)", "",
+                  _subset_table(results["without_sequence_tasks"]), ""]
     parts += ["## Per task", "", _group_table(results, "by_task", "task"), "",
               "## Per identity bin to the training set (alignments covering ≥80% of the test protein)", "",
               _group_table(results, "by_identity", "identity", proteins=True), ""]

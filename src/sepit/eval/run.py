@@ -24,7 +24,7 @@ from sepit.eval.baselines import (
     prior_predictions,
     topk_vote_predictions,
 )
-from sepit.eval.bootstrap import add_intervals
+from sepit.eval.bootstrap import add_intervals, subset_summaries
 from sepit.eval.breakdown import evaluate_system
 from sepit.eval.config import EvalConfig, MetricsSection
 from sepit.eval.items import EvalItem, Prediction
@@ -160,6 +160,16 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
             prots = [[protein(p) for p in it.all_protein_ids] for it in batch]
             gen = [i for i, it in enumerate(batch) if not (yesno_likelihood and it.kind == "yesno")]
             texts = [""] * len(batch)
+            if retriever is not None and retriever.cfg.choose_open:  # open answers chosen among the hits' answers
+                open_ = [i for i in gen if batch[i].kind != "yesno"]
+                opts = dict(zip(open_, retriever.answer_options([prots[i][0] for i in open_],
+                                                                [batch[i].task for i in open_],
+                                                                [batch[i].question for i in open_])))
+                chosen = [i for i in open_ if opts[i]]
+                for i, t in zip(chosen, model.choose([convs[i] for i in chosen], [prots[i] for i in chosen],
+                                                     [opts[i] for i in chosen])):
+                    texts[i] = t
+                gen = [i for i in gen if not opts.get(i)]
             if gen:
                 for i, t in zip(gen, model.chat([convs[i] for i in gen], [prots[i] for i in gen],
                                                 max_new_tokens=max_new_tokens)):
@@ -199,15 +209,24 @@ def build_results(items: Sequence[EvalItem], systems: Mapping[str, Mapping[str, 
         log.info("scoring %s on %d items", name, len(items))
         out_systems[name] = evaluate_system(items, preds, scorer, identity_edges=cfg.identity_bins,
                                             ece_bins=cfg.ece_bins, stats=(stats or {}).get(name))
+    extra: dict[str, Any] = {}
     if cfg.bootstrap:
         add_intervals(out_systems, n_boot=cfg.bootstrap)
+        from sepit.retrieval.facts import SEQUENCE_TASKS
+
+        tasks = {it.task for it in items}
+        if tasks & set(SEQUENCE_TASKS) and tasks - set(SEQUENCE_TASKS):
+            # the questions the protein's own sequence answers (its length, mass, composition) apart: how each
+            # system does on what only annotations can tell
+            extra["without_sequence_tasks"] = subset_summaries(
+                out_systems, lambda r: r.get("task") not in SEQUENCE_TASKS, n_boot=cfg.bootstrap)
     m = dict(meta or {})
     m.setdefault("n_items", len(items))
     m.setdefault("identity_bins_percent", list(cfg.identity_bins))
     if scorer is not None:
         m.setdefault("bleu_meteor_tokenizer", getattr(scorer.tokenize, "__name__", str(scorer.tokenize)))
         m.setdefault("bertscore_encoder", str(scorer.bertscorer.model_dir) if scorer.bertscorer else "off")
-    return {"meta": m, "systems": out_systems}
+    return {"meta": m, "systems": out_systems, **extra}
 
 
 def _has_structure(item: EvalItem, proteins: ProteinLookup) -> bool:

@@ -45,9 +45,12 @@ def tiny() -> ModelConfig:
 def default() -> ModelConfig:
     """ESM-2 t6 8M + SmolLM2-135M-Instruct + all-MiniLM-L6-v2 (``sepit models fetch`` installs them), with homolog
     context in its prompts (the paper's prompt: ``retrieval.enabled=false``), where a yes/no question also gets each
-    hit's own answer (``retrieval.claims``); its answers repeat no 3-token n-gram. Both chosen on the valid split
-    (docs/retrieval.md, "Choices")."""
-    return ModelConfig(no_repeat_ngram=3, retrieval=RetrievalConfig(enabled=True, claims=True))
+    hit's own answer (``retrieval.claims``), a question about length, mass or composition the protein's own value
+    (``retrieval.own_properties``), and an open question about what homologs annotate is answered by choosing among
+    their annotations (``retrieval.choose_open``); its answers repeat no 3-token n-gram. All chosen on the valid
+    split (docs/retrieval.md, "Choices")."""
+    return ModelConfig(no_repeat_ngram=3, retrieval=RetrievalConfig(enabled=True, claims=True, own_properties=True,
+                                                                     choose_open=True))
 
 
 def paper(llm: str = "tinyllama") -> ModelConfig:

@@ -149,15 +149,10 @@ class SepitModel(nn.Module):
     @torch.no_grad()
     def answer_log_likelihood(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B,) mean log-probability per labelled (assistant) token of each row: the length-normalised likelihood
-        of each conversation's answer, for scoring given options. A row without labelled tokens gets -inf."""
-        out = self(batch, return_logits=True)
-        targets = batch["labels"][:, 1:]
-        sel = targets != IGNORE
-        rows = sel.nonzero()[:, 0]
-        token_lp = torch.log_softmax(out.logits.float(), dim=-1).gather(1, targets[sel].unsqueeze(1)).squeeze(1)
-        total = torch.zeros(sel.shape[0], device=token_lp.device).index_add_(0, rows, token_lp)
-        count = sel.sum(dim=1).to(total.dtype)
-        return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float("-inf")))
+        of each conversation's answer, for scoring given options. Rows run unpadded; the options of one question
+        run their shared prompt once (:func:`sepit.model.generation.answer_log_likelihood`). A row without labelled
+        tokens gets -inf."""
+        return generation.answer_log_likelihood(self, batch)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -198,6 +193,28 @@ class SepitModel(nn.Module):
         batch = self.processor(conversations, proteins, add_generation_prompt=True)
         return self.generate(self.to_device(batch), max_new_tokens=max_new_tokens, callback=callback,
                              temperature=temperature)
+
+    @torch.no_grad()
+    def choose(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
+               options: Sequence[Sequence[str]]) -> list[str]:
+        """Answer each conversation (ending with a user turn) with the one of its ``options`` that has the highest
+        mean log-probability per token (:meth:`answer_log_likelihood`; a tie keeps the earlier option); one batch,
+        the options of a conversation running its prompt once. A conversation without options gets ""."""
+        rows: list[list[dict[str, str]]] = []
+        row_proteins: list[Sequence[Any]] = []
+        owner: list[tuple[int, str]] = []
+        for i, (conv, opts) in enumerate(zip(conversations, options)):
+            for o in opts:
+                rows.append([*conv, {"role": "assistant", "content": o}])
+                row_proteins.append(proteins[i])
+                owner.append((i, o))
+        best: dict[int, tuple[float, str]] = {}
+        if rows:
+            scores = self.answer_log_likelihood(self.to_device(self.processor(rows, row_proteins))).tolist()
+            for (i, o), sc in zip(owner, scores):
+                if i not in best or sc > best[i][0]:
+                    best[i] = (sc, o)
+        return [best[i][1] if i in best else "" for i in range(len(conversations))]
 
     def _answer_token_ids(self, word: str) -> list[int]:
         return generation.answer_token_ids(self.processor.llm_tokenizer, word)

@@ -19,6 +19,7 @@ from torch import nn
 
 from sepit.errors import InputError
 from sepit.model.precision import logits_fp32
+from sepit.model.processor import IGNORE
 
 PROTEIN_KEYS = ("protein_input_ids", "protein_attention_mask", "protein_residue_mask", "coords", "coord_mask")
 RAGGED_ATTENTION = "sepit_ragged_sdpa"
@@ -405,3 +406,50 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -
     yes = probs[:, answer_token_ids(tok, "yes")].sum(-1)
     no = probs[:, answer_token_ids(tok, "no")].sum(-1)
     return yes / (yes + no).clamp_min(1e-30)
+
+
+@torch.no_grad()
+def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B,) mean log-probability per labelled (assistant) token of each row (see
+    :meth:`SepitModel.answer_log_likelihood`); rows run unpadded, and rows that begin alike (the options of one
+    question: same protein, same prompt) run their shared prefix once and their own answers together from its KV
+    cache. A row without labelled tokens gets -inf. → (B,) float32"""
+    embeds = model.embed_inputs(unpadded_features(model, batch))
+    decoder, head = model.llm.get_decoder(), model.llm.get_output_embeddings()
+    real = batch["attention_mask"].bool()
+    n_rows = embeds.shape[0]
+    prompts = [embeds[i][real[i]] for i in range(n_rows)]
+    token_ids = [batch["input_ids"][i][real[i]] for i in range(n_rows)]
+    labels = [batch["labels"][i][real[i]] for i in range(n_rows)]
+    out = torch.full((n_rows,), float("-inf"), dtype=torch.float32, device=embeds.device)
+
+    def score(r: int, hidden: torch.Tensor, start: int) -> None:
+        """Row ``r``'s mean log-probability from its hidden states at positions ``start``… (n, D)."""
+        targets = labels[r][start + 1:]
+        sel = targets != IGNORE
+        if not bool(sel.any()):
+            return
+        lp = torch.log_softmax(logits_fp32(head, hidden[: targets.shape[0]][sel]), dim=-1)
+        out[r] = lp.gather(1, targets[sel].unsqueeze(1)).mean()
+
+    for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id)):
+        # the prefix must end before the first position whose logits score a labelled token
+        first = [int((lab[1:] != IGNORE).nonzero()[0, 0]) if bool((lab[1:] != IGNORE).any()) else lab.shape[0]
+                 for lab in (labels[r] for r in rows)]
+        p = min(p, min(first))
+        if p == 0:
+            for r in rows:
+                score(r, decoder(inputs_embeds=prompts[r][None], use_cache=False).last_hidden_state[0], 0)
+            continue
+        cache = decoder(inputs_embeds=prompts[rows[0]][None, :p], use_cache=True).cache
+        cache.batch_repeat_interleave(len(rows))
+        ends = [prompts[r].shape[0] - p for r in rows]
+        x = embeds.new_zeros(len(rows), max(ends), embeds.shape[-1])  # own ends, right-padded
+        mask = real.new_ones(len(rows), p + max(ends), dtype=torch.long)
+        for g, (r, n) in enumerate(zip(rows, ends)):
+            x[g, :n] = prompts[r][p:]
+            mask[g, p + n:] = 0
+        h = decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
+        for g, r in enumerate(rows):
+            score(r, h[g, : ends[g]], p)
+    return out

@@ -18,6 +18,12 @@ class RetrievalConfig:
     ``max_chars``: each hit's annotation is cut to this many characters (prompt length stays bounded).
     ``claims``: a yes/no question about one candidate value also shows, per hit, whether its annotation names that
     value (off for models trained before this existed: their prompts stay as they were trained).
+    ``own_properties``: a question about the protein's length, mass or composition also gets the protein's own
+    value, computed from its sequence (and, with ``claims``, its own answer beside each hit's); off for older
+    models, like ``claims``.
+    ``choose_open``: an open question about a task the homologs annotate is answered by the model's choice (highest
+    mean log-probability per token) among the hits' annotations for it and the index's most common one, worded as
+    answers, instead of free text (off for older models and in the paper's form).
     """
 
     enabled: bool = False
@@ -29,6 +35,8 @@ class RetrievalConfig:
     max_chars: int = 160
     sensitivity: float | None = 7.5  # MMseqs2 -s (None: MMseqs2's default, 5.7)
     claims: bool = False
+    own_properties: bool = False
+    choose_open: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:

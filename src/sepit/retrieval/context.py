@@ -67,22 +67,28 @@ def context_task(task: str | None) -> str:
     return task if task in CONTEXT_TASKS else CAPTION
 
 
-def context_block(homologs: list[Homolog], task: str | None, claim: str | None = None) -> str:
+def context_block(homologs: list[Homolog], task: str | None, claim: str | None = None, own: str = "") -> str:
     """The prompt text for ``homologs`` (possibly none) of a question of ``task``; ``claim``, a yes/no question's
-    candidate value, adds a last line with each hit's answer (:attr:`Homolog.answers_yes`)."""
+    candidate value, adds a last line with each hit's answer (:attr:`Homolog.answers_yes`). ``own``: the protein's
+    own value for a task its sequence answers (length, mass, composition; :func:`sepit.retrieval.facts.
+    sequence_facts`), given first and, with a claim, read like a hit's."""
     key = context_task(task)
+    lines = [f"This protein's {LABELS[key]} (from its sequence): {own}"] if own and key != CAPTION else []
     if not homologs:
-        return f"{HEADER}: none found."
-    lines = [f"{HEADER} and their {LABELS[key]}:" if key != CAPTION else f"{HEADER}:"]
+        lines.append(f"{HEADER}: none found.")
+    else:
+        lines.append(f"{HEADER} and their {LABELS[key]}:" if key != CAPTION else f"{HEADER}:")
     for i, h in enumerate(homologs, 1):
         cov = f" over {round(100 * h.coverage)}% of this protein" if h.coverage is not None else ""
         text = h.annotation or f"no {LABELS[key]} annotation"
         lines.append(f"{i}. {h.id}, {round(100 * h.identity)}% identity{cov}: {text}")
-    if claim and key != CAPTION:
+    said = {True: "yes", False: "no", None: "–"}
+    answers = [f"{i}: {said[h.answers_yes]}" for i, h in enumerate(homologs, 1)]
+    if own and claim and key != CAPTION:
+        answers.insert(0, f"this protein: {said[own_claim_holds(key, own, claim)]}")
+    if claim and key != CAPTION and answers:
         # last, so both questions of a yes/no pair share the whole list above as one prompt prefix
-        said = {True: "yes", False: "no", None: "–"}
-        lines.append(_CLAIM_ASKS.get(key, 'Does each name "{}"?').format(claim) + " "
-                     + ", ".join(f"{i}: {said[h.answers_yes]}" for i, h in enumerate(homologs, 1)))
+        lines.append(_CLAIM_ASKS.get(key, 'Does each name "{}"?').format(claim) + " " + ", ".join(answers))
     return "\n".join(lines)
 
 
@@ -105,6 +111,14 @@ def claim_holds(task: str, text: str, claim: str) -> bool | None:
         got, want = _NUMBER.search(text), _NUMBER.search(claim)
         return None if not got or not want else float(got.group()) > float(want.group())
     return names(text, claim)
+
+
+def own_claim_holds(task: str, own: str, claim: str) -> bool | None:
+    """:func:`claim_holds` for the protein's own value: exact where a homolog's is approximate — its composition
+    answers yes only for the residue it lists first (the question asks for *the* most common one)."""
+    if task == "composition":
+        return names(re.split(r",| and ", own, maxsplit=1)[0], claim)
+    return claim_holds(task, own, claim)
 
 
 def clip(text: str, max_chars: int) -> str:
@@ -180,3 +194,12 @@ def question_task(question: str) -> str | None:
         if re.search(pattern, q):
             return task
     return None
+
+
+_YES_NO_START = re.compile(r"^(?:is|are|does|do|did|can|could|has|have|was|were|will|would|should)\b")
+
+
+def asks_yes_no(question: str) -> bool:
+    """Whether a free-text question reads as a yes/no question ("Is this protein…?", "…? Answer yes or no.")."""
+    q = _norm(question)
+    return bool(_YES_NO_START.match(q)) or "yes or no" in q

@@ -3,7 +3,7 @@ instruction builder derives for that task's open answer), and a compact caption 
 
 from __future__ import annotations
 
-from sepit.data.instructions import facts
+from sepit.data.instructions import facts, seqprops
 from sepit.data.instructions.catalog import Catalog
 from sepit.data.instructions.qa import task_facts
 from sepit.data.records import ProteinEntry
@@ -16,6 +16,21 @@ CONTEXT_TASKS: tuple[str, ...] = (
     "cofactor", "pathway", "subunit", "keywords", "name", "length", "mass", "composition",
 )
 CAPTION = "caption"
+# Tasks whose answer follows from the sequence alone: with ``retrieval.own_properties`` the context also gives the
+# protein's own value, computed as the instruction builder computes it (sequence_facts).
+SEQUENCE_TASKS: tuple[str, ...] = ("length", "mass", "composition")
+
+
+def sequence_facts(sequence: str) -> dict[str, str]:
+    """Length, mass and composition of a sequence as the instruction builder words them for its answers
+    (``312``, ``35.2 kDa``, ``leucine (L) 10.1%, serine (S) 8.0% and alanine (A) 7.7%``); {} for an empty one."""
+    if not sequence:
+        return {}
+    top = seqprops.composition(sequence)[:3]
+    out = {"length": str(len(sequence)), "mass": f"{seqprops.average_mass(sequence) / 1000:.1f} kDa"}
+    if top:
+        out["composition"] = facts.join_list([f"{seqprops.aa_label(aa)} {100 * f:.1f}%" for aa, f in top])
+    return out
 
 
 def entry_facts(entry: ProteinEntry, catalog: Catalog) -> dict[str, str]:

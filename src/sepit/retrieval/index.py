@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,7 @@ class RetrievalIndex:
         self.path = Path(path)
         self.manifest = manifest
         self._facts: dict[str, dict[str, str]] | None = None
+        self._common: dict[str, str] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> RetrievalIndex:
@@ -141,6 +143,17 @@ class RetrievalIndex:
     def facts(self, protein_id: str) -> dict[str, str]:
         """Task → annotation text of a reference protein ({} for an id the index does not hold)."""
         return self._all_facts().get(protein_id, {})
+
+    def most_common_fact(self, task: str) -> str:
+        """The annotation text of ``task`` that most reference proteins share ("" when none has one; ties: the
+        alphabetically first): the index's answer for a protein no homolog speaks for."""
+        if self._common is None:
+            counts: dict[str, Counter[str]] = {}
+            for f in self._all_facts().values():
+                for t, text in f.items():
+                    counts.setdefault(t, Counter())[text] += 1
+            self._common = {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in counts.items()}
+        return self._common.get(task, "")
 
     def search(self, queries: Mapping[str, str], *, evalue: float = 1e-3, min_identity: float = 0.0,
                min_coverage: float = 0.0, sensitivity: float | None = None, max_seqs: int = 100

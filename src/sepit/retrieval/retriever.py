@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from sepit.log import get_logger
 from sepit.proteins import Protein
 from sepit.retrieval.config import RetrievalConfig
-from sepit.retrieval.context import Homolog, claim_holds, clip, context_block, context_task, question_claim
+from sepit.retrieval.context import Homolog, asks_yes_no, claim_holds, clip, context_block, context_task, question_claim
+from sepit.retrieval.facts import CONTEXT_TASKS, SEQUENCE_TASKS, sequence_facts
 from sepit.retrieval.index import RetrievalIndex
 from sepit.tools.mmseqs import Hit
 
@@ -82,5 +83,33 @@ class Retriever:
                  questions: Sequence[str] | None = None) -> list[str]:
         """Per protein, the context block of a question of ``tasks[i]`` (``questions[i]``, when given: a yes/no
         question's block ends with each hit's answer to it)."""
-        return [context_block(h, t, c) for h, t, c in
-                zip(self.homologs(proteins, tasks, questions), tasks, self.claims(tasks, questions))]
+        return [context_block(h, t, c, self.own_fact(p, t)) for p, h, t, c in
+                zip(proteins, self.homologs(proteins, tasks, questions), tasks, self.claims(tasks, questions))]
+
+    def answer_options(self, proteins: Sequence[Protein], tasks: Sequence[str | None], questions: Sequence[str]
+                       ) -> list[list[str]]:
+        """Per question, the answers the model chooses among instead of writing one (``choose_open``): each hit's
+        annotation for the task, worded with the task's first answer template, and the index's most common
+        annotation for the task (the answer when no homolog speaks for the protein). [] where the model writes its
+        answer: the setting off, a yes/no question, a task the homologs do not annotate, or one the protein's own
+        sequence answers (``own_properties``)."""
+        from sepit.data.instructions.templates import load_templates
+
+        out: list[list[str]] = []
+        templates = load_templates().tasks if self.cfg.choose_open else {}
+        for hits, task, question in zip(self.hits(proteins), tasks, questions):
+            if (not self.cfg.choose_open or task is None or task not in CONTEXT_TASKS or task not in templates
+                    or asks_yes_no(question) or (self.cfg.own_properties and task in SEQUENCE_TASKS)):
+                out.append([])
+                continue
+            texts = [self.index.facts(h.target).get(task, "") for h in hits] + [self.index.most_common_fact(task)]
+            worded = [" ".join(templates[task].answer[0].format(values=t).split()) for t in texts if t]
+            out.append(list(dict.fromkeys(worded)))  # each answer once, best-ranked hit first
+        return out
+
+    def own_fact(self, protein: Protein, task: str | None) -> str:
+        """The protein's own value for a question its sequence answers (length, mass, composition) when the
+        config's ``own_properties`` is on, else ""."""
+        if not self.cfg.own_properties or task not in SEQUENCE_TASKS:
+            return ""
+        return sequence_facts(protein.sequence).get(task, "")

@@ -306,8 +306,10 @@ class Service:
             on_homologs(homologs)
         if stop():
             raise GenerationStopped("generation stopped before it started")
+        choices = getattr(self.qa, "answer_options", None)  # answers chosen among the homologs' (choose_open)
+        extra = {"options": choices([protein], [req.question])} if choices is not None else {}
         text = self.qa.generate([protein], [conv], max_new_tokens=n, temperature=req.temperature, on_text=on_text,
-                                should_stop=stop)[0]
+                                should_stop=stop, **extra)[0]
         return text, homologs
 
     async def answer(self, req: AskIn) -> Any:
