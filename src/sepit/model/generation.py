@@ -369,6 +369,22 @@ def protein_keys(batch: dict[str, torch.Tensor], start_id: int) -> list[tuple[by
     return keys
 
 
+def from_shared_prefix(decoder: nn.Module, prompts: Sequence[torch.Tensor], p: int
+                       ) -> tuple[torch.Tensor, list[int]]:
+    """Run ``prompts`` ((n_i, D) unpadded embeddings whose first ``p`` positions are the same) through ``decoder``:
+    the prefix once, then every prompt's own end together from its KV cache. → (hidden states of the ends (G,
+    max end, D), right-padded; each end's length)."""
+    cache = decoder(inputs_embeds=prompts[0][None, :p], use_cache=True).cache
+    cache.batch_repeat_interleave(len(prompts))
+    ends = [x.shape[0] - p for x in prompts]
+    x = prompts[0].new_zeros(len(prompts), max(ends), prompts[0].shape[-1])  # own ends, right-padded
+    mask = torch.ones(len(prompts), p + max(ends), dtype=torch.long, device=x.device)
+    for g, (e, n) in enumerate(zip(prompts, ends)):
+        x[g, :n] = e[p:]
+        mask[g, p + n:] = 0
+    return decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state, ends
+
+
 @torch.no_grad()
 def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (see
@@ -386,15 +402,7 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -
         if p == 0:
             alone += rows
             continue
-        cache = decoder(inputs_embeds=prompts[rows[0]][None, :p], use_cache=True).cache
-        cache.batch_repeat_interleave(len(rows))
-        ends = [prompts[r].shape[0] - p for r in rows]
-        x = embeds.new_zeros(len(rows), max(ends), embeds.shape[-1])  # own ends, right-padded
-        mask = real.new_ones(len(rows), p + max(ends), dtype=torch.long)
-        for g, (r, n) in enumerate(zip(rows, ends)):
-            x[g, :n] = prompts[r][p:]
-            mask[g, p + n:] = 0
-        h = decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
+        h, ends = from_shared_prefix(decoder, [prompts[r] for r in rows], p)
         last[rows] = h[torch.arange(len(rows), device=h.device), torch.tensor(ends, device=h.device) - 1]
     if alone:
         idx = torch.tensor(alone, device=embeds.device)
@@ -441,15 +449,7 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
             for r in rows:
                 score(r, decoder(inputs_embeds=prompts[r][None], use_cache=False).last_hidden_state[0], 0)
             continue
-        cache = decoder(inputs_embeds=prompts[rows[0]][None, :p], use_cache=True).cache
-        cache.batch_repeat_interleave(len(rows))
-        ends = [prompts[r].shape[0] - p for r in rows]
-        x = embeds.new_zeros(len(rows), max(ends), embeds.shape[-1])  # own ends, right-padded
-        mask = real.new_ones(len(rows), p + max(ends), dtype=torch.long)
-        for g, (r, n) in enumerate(zip(rows, ends)):
-            x[g, :n] = prompts[r][p:]
-            mask[g, p + n:] = 0
-        h = decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state
+        h, ends = from_shared_prefix(decoder, [prompts[r] for r in rows], p)
         for g, r in enumerate(rows):
             score(r, h[g, : ends[g]], p)
     return out
