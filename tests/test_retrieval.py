@@ -37,7 +37,8 @@ def index(tmp_path_factory) -> RetrievalIndex:
     rows = [
         ("HBA", GLOBIN, {"location": "Cytoplasm", "caption": "Hemoglobin alpha; globin family"}),
         ("HBA_LIKE", _mutate(GLOBIN, 4), {"caption": "Globin-like protein"}),
-        ("LYZ", LYSOZYME, {"location": "Secreted", "function": "Lyses bacterial cell walls."}),
+        ("LYZ", LYSOZYME, {"location": "Secreted", "function": "Lyses bacterial cell walls.",
+                           "answer:function": "Lyses bacterial cell walls; it is involved in defense response."}),
     ]
     return RetrievalIndex.load(build_index(tmp_path_factory.mktemp("idx") / "index", rows))
 
@@ -145,9 +146,14 @@ def test_open_answers_to_choose_from_are_the_hits_worded_as_answers(index) -> No
     # (Cytoplasm and Secreted once each: the alphabetically first, already there)
     assert where == ["Subcellular location: Cytoplasm."]
     assert yes_no == [] and length == [] and free == []  # written: a yes/no question, the protein's own length, none
-    assert index.most_common_fact("location") == "Cytoplasm" and index.most_common_fact("pathway") == ""
+    assert index.most_common_answer("location") == "Cytoplasm" and index.most_common_answer("pathway") == ""
     (lyz,) = r.answer_options([Protein(LYSOZYME, id="q2")], ["location"], ["Where is it found?"])
     assert lyz == ["Subcellular location: Secreted.", "Subcellular location: Cytoplasm."]
+    # a hit's whole open answer where the index holds one (its prompt text is compact); the prompt keeps the short one
+    (fn,) = r.answer_options([Protein(LYSOZYME, id="q2")], ["function"], ["What does it do?"])
+    assert fn == ["Lyses bacterial cell walls; it is involved in defense response."]
+    assert "defense" not in r.contexts([Protein(LYSOZYME, id="q2")], ["function"])[0]
+    assert "answer:function" not in index.manifest["tasks"] and "function" in index.manifest["tasks"]
     off = Retriever(index, RetrievalConfig(enabled=True, k=2))
     assert off.answer_options([globin], ["location"], ["Where is this protein located?"]) == [[]]
 

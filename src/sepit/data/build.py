@@ -407,7 +407,7 @@ def build_dataset(cfg: DataConfig, out_dir: str | Path, *, tool: HomologyTool | 
                     pf.write(_protein_line(e, active, extra, inputs.store) + "\n")
                     fastas[sp].write(f">{e.accession}\n{e.sequence}\n")
                     if sp == "train":
-                        index_rows.append((e.accession, e.sequence, entry_facts(e, catalog)))
+                        index_rows.append((e.accession, e.sequence, entry_facts(e, catalog, max_list=ic.max_list)))
                     got = inputs.store.get(e.accession)
                     ss = note = None
                     if got is not None:

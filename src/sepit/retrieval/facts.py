@@ -7,6 +7,7 @@ from sepit.data.instructions import facts, seqprops
 from sepit.data.instructions.catalog import Catalog
 from sepit.data.instructions.qa import task_facts
 from sepit.data.records import ProteinEntry
+from sepit.retrieval.index import answer_key
 
 # Tasks whose answer a homolog's annotation speaks to, and properties of a homolog's sequence (length, mass,
 # composition: homologs share them roughly, as the nearest-homolog baseline's score on them shows); questions of any
@@ -33,11 +34,15 @@ def sequence_facts(sequence: str) -> dict[str, str]:
     return out
 
 
-def entry_facts(entry: ProteinEntry, catalog: Catalog) -> dict[str, str]:
-    """Task → annotation text of ``entry`` (only the tasks it has), plus ``caption``: name; family; what it does."""
+def entry_facts(entry: ProteinEntry, catalog: Catalog, max_list: int = 12) -> dict[str, str]:
+    """Task → annotation text of ``entry`` (only the tasks it has; compact: at most 6 values, a function summary),
+    plus ``caption`` (name; family; what it does) and, under :func:`answer_key`, the task's open answer as the
+    instruction builder writes it (``max_list`` values, the whole function text) where that differs: what a model
+    choosing among its homologs' annotations answers with (``retrieval.choose_open``)."""
     out: dict[str, str] = {}
     names = {g: catalog.go[g] for g in (t.id for t in entry.go) if g in catalog.go}
     for task in CONTEXT_TASKS:
+        whole = task_facts(task, entry, catalog, max_list=max_list)
         if task == "function":
             text = facts.function_summary(entry, names)
         else:
@@ -45,6 +50,8 @@ def entry_facts(entry: ProteinEntry, catalog: Catalog) -> dict[str, str]:
             text = tf.values if tf is not None else ""
         if text:
             out[task] = " ".join(text.split())
+        if whole is not None and whole.values and " ".join(whole.values.split()) != out.get(task):
+            out[answer_key(task)] = " ".join(whole.values.split())
     fam = facts.family_values(entry)
     parts = [entry.name, fam[0] + (" family" if not fam[0].lower().endswith("family") else "") if fam else "",
              out.get("function", "")]

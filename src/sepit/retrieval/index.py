@@ -2,7 +2,8 @@
 
     DIR/index.json     format, version, protein count, tasks, sources (what it was made from)
     DIR/proteins.fasta the reference sequences
-    DIR/facts.jsonl    one line per protein: {"id", "facts": {task: annotation text, "caption": ...}}
+    DIR/facts.jsonl    one line per protein: {"id", "facts": {task: annotation text, "caption": ...,
+                       "answer:<task>": the task's whole open answer where the prompt's text is shorter}}
     DIR/db/            the MMseqs2 target database (``mmseqs createdb``)
 
 ``sepit data build`` writes one for the training split of every dataset (``DATASET/index``); training copies it into
@@ -57,7 +58,7 @@ def write_index(folder: str | Path, proteins: Iterable[tuple[str, str, Mapping[s
             fa.write(f">{pid}\n{seq}\n")
             ff.write(json.dumps({"id": pid, "facts": dict(facts)}, ensure_ascii=False, separators=(",", ":"))
                      + "\n")
-            tasks.update(facts)
+            tasks.update(t for t in facts if not t.startswith(answer_key("")))
             n += 1
     if n == 0:
         raise InputError(None, "retrieval index: no proteins to index")
@@ -91,6 +92,12 @@ def copy_index(src: str | Path, dst: str | Path) -> Path:
 
     shutil.copytree(src, dst, copy_function=link_or_copy)
     return dst
+
+
+def answer_key(task: str) -> str:
+    """The facts key of ``task``'s whole open answer (``answer:function``), held where it differs from the task's
+    compact prompt text (:func:`sepit.retrieval.facts.entry_facts`)."""
+    return "answer:" + task
 
 
 class RetrievalIndex:
@@ -144,14 +151,16 @@ class RetrievalIndex:
         """Task → annotation text of a reference protein ({} for an id the index does not hold)."""
         return self._all_facts().get(protein_id, {})
 
-    def most_common_fact(self, task: str) -> str:
-        """The annotation text of ``task`` that most reference proteins share ("" when none has one; ties: the
-        alphabetically first): the index's answer for a protein no homolog speaks for."""
+    def most_common_answer(self, task: str) -> str:
+        """The open answer of ``task`` that most reference proteins share (each protein's whole answer where the
+        index holds one, else its annotation; "" when none has one; ties: the alphabetically first): the index's
+        answer for a protein no homolog speaks for."""
         if self._common is None:
             counts: dict[str, Counter[str]] = {}
             for f in self._all_facts().values():
                 for t, text in f.items():
-                    counts.setdefault(t, Counter())[text] += 1
+                    if not t.startswith(answer_key("")):
+                        counts.setdefault(t, Counter())[f.get(answer_key(t)) or text] += 1
             self._common = {t: min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0] for t, c in counts.items()}
         return self._common.get(task, "")
 

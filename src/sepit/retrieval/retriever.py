@@ -16,7 +16,7 @@ from sepit.proteins import Protein
 from sepit.retrieval.config import RetrievalConfig
 from sepit.retrieval.context import Homolog, asks_yes_no, claim_holds, clip, context_block, context_task, question_claim
 from sepit.retrieval.facts import CONTEXT_TASKS, SEQUENCE_TASKS, sequence_facts
-from sepit.retrieval.index import RetrievalIndex
+from sepit.retrieval.index import RetrievalIndex, answer_key
 from sepit.tools.mmseqs import Hit
 
 log = get_logger(__name__)
@@ -102,7 +102,9 @@ class Retriever:
                     or asks_yes_no(question) or (self.cfg.own_properties and task in SEQUENCE_TASKS)):
                 out.append([])
                 continue
-            texts = [self.index.facts(h.target).get(task, "") for h in hits] + [self.index.most_common_fact(task)]
+            # a hit's whole open answer where the index has one (its prompt text is compact), else its prompt text
+            texts = [(f := self.index.facts(h.target)).get(answer_key(task)) or f.get(task, "") for h in hits]
+            texts.append(self.index.most_common_answer(task))
             worded = [" ".join(templates[task].answer[0].format(values=t).split()) for t in texts if t]
             out.append(list(dict.fromkeys(worded)))  # each answer once, best-ranked hit first
         return out
