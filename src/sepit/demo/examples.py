@@ -57,18 +57,7 @@ def show_examples(model_dir: str | Path, data_dir: str | Path, n: int = 4, max_n
         runs["written answer"] = (convs, [[p] for p in prots], [[] for _ in recs])
     if retriever is not None:
         runs["no homologs"] = (plain, [[p] for p in prots], [[] for _ in recs])
-
-    def answer(convs: list[Any], prots: list[Any], opts: list[list[str]]) -> list[str]:
-        """Chosen among the options where a question has them (the model's choose_open), else written."""
-        out = model.choose(convs, prots, opts) if any(opts) else [""] * len(convs)
-        written = [i for i, o in enumerate(opts) if not o]
-        if written:
-            for i, t in zip(written, model.chat([convs[i] for i in written], [prots[i] for i in written],
-                                                max_new_tokens=max_new_tokens)):
-                out[i] = t
-        return out
-
-    answers = {k: (answer(*run) if recs else []) for k, run in runs.items()}
+    answers = {k: (model.answer(*run, max_new_tokens=max_new_tokens) if recs else []) for k, run in runs.items()}
     cols = list(runs)
     lines = ["| protein | task | question | true annotation | top homolog in the prompt | "
              + " | ".join(cols) + " |", "|---|---|---|---|---|" + "---|" * len(cols)]

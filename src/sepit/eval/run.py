@@ -160,19 +160,15 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
             prots = [[protein(p) for p in it.all_protein_ids] for it in batch]
             gen = [i for i, it in enumerate(batch) if not (yesno_likelihood and it.kind == "yesno")]
             texts = [""] * len(batch)
+            opts: dict[int, list[str]] = {}
             if retriever is not None and retriever.cfg.choose_open:  # open answers chosen among the hits' answers
                 open_ = [i for i in gen if batch[i].kind != "yesno"]
                 opts = dict(zip(open_, retriever.answer_options([prots[i][0] for i in open_],
                                                                 [batch[i].task for i in open_],
                                                                 [batch[i].question for i in open_])))
-                chosen = [i for i in open_ if opts[i]]
-                for i, t in zip(chosen, model.choose([convs[i] for i in chosen], [prots[i] for i in chosen],
-                                                     [opts[i] for i in chosen])):
-                    texts[i] = t
-                gen = [i for i in gen if not opts.get(i)]
             if gen:
-                for i, t in zip(gen, model.chat([convs[i] for i in gen], [prots[i] for i in gen],
-                                                max_new_tokens=max_new_tokens)):
+                for i, t in zip(gen, model.answer([convs[i] for i in gen], [prots[i] for i in gen],
+                                                  [opts.get(i, []) for i in gen], max_new_tokens=max_new_tokens)):
                     texts[i] = t
             p_yes: list[float | None] = [None] * len(batch)
             yn = [i for i, it in enumerate(batch) if it.kind == "yesno"]

@@ -216,6 +216,19 @@ class SepitModel(nn.Module):
                     best[i] = (sc, o)
         return [best[i][1] if i in best else "" for i in range(len(conversations))]
 
+    @torch.no_grad()
+    def answer(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
+               options: Sequence[Sequence[str]], max_new_tokens: int = 256) -> list[str]:
+        """Each conversation's answer: chosen among its ``options`` where it has some (:meth:`choose`), else written
+        (:meth:`chat`, greedy)."""
+        out = self.choose(conversations, proteins, options) if any(options) else [""] * len(conversations)
+        written = [i for i, o in enumerate(options) if not o]
+        if written:
+            for i, t in zip(written, self.chat([conversations[i] for i in written], [proteins[i] for i in written],
+                                               max_new_tokens=max_new_tokens)):
+                out[i] = t
+        return out
+
     def _answer_token_ids(self, word: str) -> list[int]:
         return generation.answer_token_ids(self.processor.llm_tokenizer, word)
 

@@ -27,10 +27,10 @@ def sequence_facts(sequence: str) -> dict[str, str]:
     (``312``, ``35.2 kDa``, ``leucine (L) 10.1%, serine (S) 8.0% and alanine (A) 7.7%``); {} for an empty one."""
     if not sequence:
         return {}
-    top = seqprops.composition(sequence)[:3]
-    out = {"length": str(len(sequence)), "mass": f"{seqprops.average_mass(sequence) / 1000:.1f} kDa"}
-    if top:
-        out["composition"] = facts.join_list([f"{seqprops.aa_label(aa)} {100 * f:.1f}%" for aa, f in top])
+    comp = seqprops.composition(sequence)
+    out = {"length": str(len(sequence)), "mass": seqprops.mass_text(seqprops.average_mass(sequence))}
+    if comp:
+        out["composition"] = seqprops.composition_text(comp)
     return out
 
 

@@ -113,13 +113,13 @@ def task_facts(task: str, entry: ProteinEntry, catalog: Catalog, *, ss_labels: s
     if task == "mass":
         mass = float(entry.mass) if entry.mass else seqprops.average_mass(entry.sequence)
         pair = negatives.mass_pair(mass, rng)
-        return _TaskFacts(f"{mass / 1000:.1f} kDa", (pair[0],) if pair else (),
+        return _TaskFacts(seqprops.mass_text(mass), (pair[0],) if pair else (),
                           lambda pos, r: pair[1] if pair else None)
     if task == "composition":
         comp = seqprops.composition(entry.sequence)
         if not comp:
             return None
-        top = join_list([f"{seqprops.aa_label(aa)} {100 * f:.1f}%" for aa, f in comp[:3]])
+        top = seqprops.composition_text(comp)
         cpair = negatives.composition_pair(comp, rng)
         return _TaskFacts(top,
                           (seqprops.aa_label(cpair[0]),) if cpair else (),

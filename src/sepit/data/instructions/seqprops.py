@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from sepit.data.instructions.facts import join_list
+
 # Average residue masses (Da, residue in a chain = amino acid − H2O), as ExPASy ProtParam uses them.
 RESIDUE_MASS: dict[str, float] = {
     "A": 71.0788, "R": 156.1875, "N": 114.1038, "D": 115.0886, "C": 103.1388, "E": 129.1155, "Q": 128.1307,
@@ -39,3 +41,14 @@ def composition(sequence: str) -> list[tuple[str, float]]:
 def aa_label(code: str) -> str:
     """``L`` → ``leucine (L)``."""
     return f"{AMINO_ACID_NAMES.get(code, code)} ({code})"
+
+
+def mass_text(mass: float) -> str:
+    """A mass in Da as answers word it: ``35.2 kDa``."""
+    return f"{mass / 1000:.1f} kDa"
+
+
+def composition_text(comp: list[tuple[str, float]]) -> str:
+    """The three most common residues of a :func:`composition` as answers word them:
+    ``leucine (L) 10.1%, serine (S) 8.0% and alanine (A) 7.7%``."""
+    return join_list([f"{aa_label(aa)} {100 * f:.1f}%" for aa, f in comp[:3]])
