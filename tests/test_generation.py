@@ -292,7 +292,7 @@ def test_chunked_prefill_equals_one_pass_and_can_be_stopped_between_chunks(model
         chunked, c2 = prefill(llm, embeds, attn, order, 4, between=lambda: calls.append(1), chunk=7)
     assert torch.allclose(whole, chunked, atol=1e-5)
     assert torch.allclose(c1.layers[0].keys, c2.layers[0].keys, atol=1e-5)
-    assert len(calls) == 4 + 2  # between the chunks of the 30-token prompt (5 chunks) and the 21-token one (3)
+    assert len(calls) == 5 + 3 - 1  # between the forwards: the 30-token prompt's 5 chunks, the 21-token one's 3
 
     def stop() -> None:
         raise RuntimeError("stopped")

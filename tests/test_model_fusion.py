@@ -331,3 +331,17 @@ def test_a_protein_asked_about_twice_is_encoded_once(model) -> None:
     per_protein = feats.split(feats.shape[0] // 3)
     assert torch.equal(per_protein[0], per_protein[2])
     torch.testing.assert_close(per_protein[1], alone)
+
+
+def test_a_single_option_is_the_answer_without_a_forward_pass(model, monkeypatch) -> None:
+    """choose scores options only where there is something to choose: one distinct option is the answer as it is."""
+    q = [{"role": "user", "content": f"{PROTEIN_TOKEN}\nWhat does it do?"}]
+    calls = []
+    real = model.answer_log_likelihood
+    monkeypatch.setattr(model, "answer_log_likelihood", lambda batch: calls.append(batch) or real(batch))
+    with torch.no_grad():
+        got = model.choose([q, q, q], [["MKTAYIAKQR"]] * 3, [["It binds DNA."], [], ["Repair.", "Repair."]])
+    assert got == ["It binds DNA.", "", "Repair."] and calls == []
+    with torch.no_grad():
+        two = model.choose([q], [["MKTAYIAKQR"]], [["It binds DNA.", "Repair."]])
+    assert two[0] in ("It binds DNA.", "Repair.") and len(calls) == 1

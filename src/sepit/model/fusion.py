@@ -199,16 +199,20 @@ class SepitModel(nn.Module):
                options: Sequence[Sequence[str]]) -> list[str]:
         """Answer each conversation (ending with a user turn) with the one of its ``options`` that has the highest
         mean log-probability per token (:meth:`answer_log_likelihood`; a tie keeps the earlier option); one batch,
-        the options of a conversation running its prompt once. A conversation without options gets ""."""
+        the options of a conversation running its prompt once. A conversation with one option gets it unscored,
+        one without options gets ""."""
         rows: list[list[dict[str, str]]] = []
         row_proteins: list[Sequence[Any]] = []
         owner: list[tuple[int, str]] = []
+        best: dict[int, tuple[float, str]] = {}
         for i, (conv, opts) in enumerate(zip(conversations, options)):
+            if len(set(opts)) == 1:  # nothing to choose: no forward pass
+                best[i] = (0.0, opts[0])
+                continue
             for o in opts:
                 rows.append([*conv, {"role": "assistant", "content": o}])
                 row_proteins.append(proteins[i])
                 owner.append((i, o))
-        best: dict[int, tuple[float, str]] = {}
         if rows:
             scores = self.answer_log_likelihood(self.to_device(self.processor(rows, row_proteins))).tolist()
             for (i, o), sc in zip(owner, scores):

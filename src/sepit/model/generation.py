@@ -18,11 +18,18 @@ import torch
 from torch import nn
 
 from sepit.errors import InputError
+from sepit.model.packing import (
+    RAGGED_ATTENTION,
+    ends_after_prefixes,
+    packable,
+    packed_forward,
+    packs,
+    segment_attention,
+)
 from sepit.model.precision import logits_fp32
 from sepit.model.processor import IGNORE
 
 PROTEIN_KEYS = ("protein_input_ids", "protein_attention_mask", "protein_residue_mask", "coords", "coord_mask")
-RAGGED_ATTENTION = "sepit_ragged_sdpa"
 
 
 class GenerationModel(Protocol):
@@ -45,13 +52,20 @@ def length_groups(lengths: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
 # ---- decoding attention over a left-padded cache --------------------------------------------------------------------
 def _ragged_sdpa(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  attention_mask: torch.Tensor | None, sepit_spans: list[tuple[int, int, int, int]] | None = None,
-                 **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """transformers' sdpa attention, except in a decoding step given ``sepit_spans``: rows [a, b) of the batch then
-    attend over cache slots [s, e) only, i.e. not over the left padding of longer prompts (the padding is masked
-    anyway; skipping it saves reading it). query (B, H, 1, D), key/value (B, H_kv, S, D), mask (B, 1, 1, S)."""
+                 sepit_segments: list[tuple[int, int, int, int]] | None = None, **kwargs: Any
+                 ) -> tuple[torch.Tensor, None]:
+    """transformers' sdpa attention, except:
+
+    - in a decoding step given ``sepit_spans``: rows [a, b) of the batch then attend over cache slots [s, e) only,
+      i.e. not over the left padding of longer prompts (the padding is masked anyway; skipping it saves reading it).
+      query (B, H, 1, D), key/value (B, H_kv, S, D), mask (B, 1, 1, S);
+    - in a packed forward given ``sepit_segments`` (:func:`sepit.model.packing.segment_attention`): each packed
+      prompt attends over itself and its shared prefix only (transformers' mask is not used)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    if sepit_segments is not None:
+        return segment_attention(sdpa, module, query, key, value, sepit_segments, **kwargs)
     if sepit_spans is None or query.shape[2] != 1:
         return sdpa(module, query, key, value, attention_mask, **kwargs)
     outs = [sdpa(module, query[a:b], key[a:b, :, s:e], value[a:b, :, s:e], attention_mask[a:b, :, :, s:e],
@@ -149,34 +163,59 @@ PREFILL_CHUNK = 512  # prompt tokens per prefill forward: a stop request waits f
 def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor,
             max_new_tokens: int, between: Callable[[], None] | None = None,
             chunk: int = PREFILL_CHUNK) -> tuple[torch.Tensor, Any]:
-    """Run every prompt through ``llm`` without padding (prompts of equal length together), then gather their KV
-    caches into one cache for decoding the batch together: cache row k holds batch row ``order[k]``, left-padded
-    to the batch's width T.
+    """Run every prompt through ``llm`` without padding (packed, or prompts of equal length together), then gather
+    their KV caches into one cache for decoding the batch together: cache row k holds batch row ``order[k]``,
+    left-padded to the batch's width T.
 
     embeds (B, T, D), attention_mask (B, T) left-padded → (last-token logits (B, V) float32 in cache row order,
     cache). The cache is preallocated for T + ``max_new_tokens`` (a growing cache copies itself at every step),
     except for sliding-window models, whose cache layers keep only the window.
 
-    Prompts longer than ``chunk`` tokens are prefilled ``chunk`` tokens at a time (same cache, same result);
-    ``between()`` runs between chunks and may raise to stop (a timeout or a client that left need not wait for a
-    whole long prefill).
+    A packable LLM (:func:`sepit.model.packing.packable`) runs prompts packed ``chunk`` tokens at a time; others
+    run prompts of equal length together. A prompt longer than ``chunk`` tokens is prefilled alone, ``chunk`` tokens
+    at a time (same cache, same result). ``between()`` runs between forwards and may raise to stop (a timeout or a
+    client that left need not wait for a whole long prefill).
     """
     from transformers import DynamicCache, StaticCache
 
     b, t, _ = embeds.shape
     slot = torch.empty_like(order)
     slot[order] = torch.arange(b, device=order.device)  # cache row of each batch row
-    logits = torch.empty(b, llm.get_output_embeddings().weight.shape[0], device=embeds.device)
-    parts = []
-    for idx, e in prompt_groups(embeds, attention_mask):
+    head = llm.get_output_embeddings()
+    logits = torch.empty(b, head.weight.shape[0], device=embeds.device)
+    parts = []  # (cache rows, prompt length n, cache, first slot a): the rows' keys are cache slots [a, a + n)
+    started = False
+
+    def pause() -> None:
+        nonlocal started
+        if started and between is not None:
+            between()
+        started = True
+
+    real = attention_mask.bool()
+    lengths = real.sum(dim=1)
+    if packable(llm):
+        groups = [(torch.tensor(rows, device=embeds.device), None) for rows in packs(lengths.tolist(), chunk)]
+    else:
+        groups = list(prompt_groups(embeds, attention_mask))
+    for idx, e in groups:
+        if e is None and len(idx) > 1:  # several prompts in one packed forward
+            pause()
+            prompts = [embeds[i][real[i]] for i in idx.tolist()]
+            hidden, pc = packed_forward(llm.get_decoder(), prompts)
+            ends = torch.cumsum(lengths[idx], 0)
+            logits[slot[idx]] = logits_fp32(head, hidden[ends - 1])
+            parts += [(slot[i:i + 1], int(lengths[i]), pc, int(a - lengths[i])) for i, a in zip(idx, ends)]
+            continue
+        if e is None:
+            e = embeds[idx][real[idx]].view(len(idx), int(lengths[idx[0]]), embeds.shape[-1])
         out = None
         for s in range(0, e.shape[1], chunk):
-            if s and between is not None:
-                between()
+            pause()
             out = llm(inputs_embeds=e[:, s:s + chunk], cache=None if out is None else out.cache, use_cache=True,
                       logits_to_keep=1)
         logits[slot[idx]] = out.logits[:, -1].float()
-        parts.append((slot[idx], e.shape[1], out.cache))
+        parts.append((slot[idx], e.shape[1], out.cache, 0))
     cache = StaticCache(config=llm.config, max_cache_len=t + max_new_tokens)
     if any(cache.is_sliding):
         window = int(llm.config.sliding_window)
@@ -189,9 +228,9 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     keys = k0.new_zeros(b, k0.shape[1], t, k0.shape[3])
     values = v0.new_zeros(b, v0.shape[1], t, v0.shape[3])
     for layer in range(len(parts[0][2].layers)):
-        for rows, n, part in parts:
-            keys[rows, :, t - n:] = part.layers[layer].keys
-            values[rows, :, t - n:] = part.layers[layer].values
+        for rows, n, part, a in parts:
+            keys[rows, :, t - n:] = part.layers[layer].keys[:, :, a:a + n]
+            values[rows, :, t - n:] = part.layers[layer].values[:, :, a:a + n]
         cache.update(keys, values, layer)  # copies into the cache
     return logits, cache
 
@@ -392,23 +431,12 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -
     yes/no pair: same protein, same context) run their shared prefix once and their own ends together from its KV
     cache (:func:`shared_prefixes`). → (B,) float32"""
     embeds = model.embed_inputs(unpadded_features(model, batch))
-    decoder = model.llm.get_decoder()
-    last = embeds.new_empty(embeds.shape[0], embeds.shape[-1])
     real = batch["attention_mask"].bool()
     prompts = [embeds[i][real[i]] for i in range(embeds.shape[0])]
     token_ids = [batch["input_ids"][i][real[i]] for i in range(embeds.shape[0])]
-    alone = []
-    for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id)):
-        if p == 0:
-            alone += rows
-            continue
-        h, ends = from_shared_prefix(decoder, [prompts[r] for r in rows], p)
-        last[rows] = h[torch.arange(len(rows), device=h.device), torch.tensor(ends, device=h.device) - 1]
-    if alone:
-        idx = torch.tensor(alone, device=embeds.device)
-        sub = real[idx]
-        for gi, e in prompt_groups(embeds[idx], sub):
-            last[idx[gi]] = decoder(inputs_embeds=e, use_cache=False).last_hidden_state[:, -1]
+    groups = shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))
+    ends = prompt_ends(model.llm, prompts, groups)
+    last = torch.stack([ends[r][-1] for r in range(len(prompts))])
     probs = torch.softmax(logits_fp32(model.llm.get_output_embeddings(), last), dim=-1)
     tok = model.processor.llm_tokenizer
     yes = probs[:, answer_token_ids(tok, "yes")].sum(-1)
@@ -423,7 +451,7 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
     question: same protein, same prompt) run their shared prefix once and their own answers together from its KV
     cache. A row without labelled tokens gets -inf. → (B,) float32"""
     embeds = model.embed_inputs(unpadded_features(model, batch))
-    decoder, head = model.llm.get_decoder(), model.llm.get_output_embeddings()
+    head = model.llm.get_output_embeddings()
     real = batch["attention_mask"].bool()
     n_rows = embeds.shape[0]
     prompts = [embeds[i][real[i]] for i in range(n_rows)]
@@ -440,16 +468,35 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
         lp = torch.log_softmax(logits_fp32(head, hidden[: targets.shape[0]][sel]), dim=-1)
         out[r] = lp.gather(1, targets[sel].unsqueeze(1)).mean()
 
+    groups = []
     for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id)):
         # the prefix must end before the first position whose logits score a labelled token
         first = [int((lab[1:] != IGNORE).nonzero()[0, 0]) if bool((lab[1:] != IGNORE).any()) else lab.shape[0]
                  for lab in (labels[r] for r in rows)]
-        p = min(p, min(first))
+        groups.append((rows, min(p, min(first))))
+    ends = prompt_ends(model.llm, prompts, groups)
+    for rows, p in groups:
+        for r in rows:
+            score(r, ends[r], p)
+    return out
+
+
+def prompt_ends(llm: nn.Module, prompts: Sequence[torch.Tensor], groups: Sequence[tuple[list[int], int]]
+                ) -> dict[int, torch.Tensor]:
+    """The decoder's hidden states of each prompt's end: for every group (rows, p) of prompts ((n_r, D) unpadded
+    embeddings) that share their first p positions, the prefix runs once and each row's own end from its KV cache
+    (p = 0: the row runs whole). Packed (:func:`sepit.model.packing.ends_after_prefixes`) where the LLM allows it.
+    → {row: (n_r - p, D)}"""
+    decoder = llm.get_decoder()
+    if packable(llm):
+        return ends_after_prefixes(decoder, prompts, groups)
+    out = {}
+    for rows, p in groups:
         if p == 0:
             for r in rows:
-                score(r, decoder(inputs_embeds=prompts[r][None], use_cache=False).last_hidden_state[0], 0)
+                out[r] = decoder(inputs_embeds=prompts[r][None], use_cache=False).last_hidden_state[0]
             continue
         h, ends = from_shared_prefix(decoder, [prompts[r] for r in rows], p)
         for g, r in enumerate(rows):
-            score(r, h[g, : ends[g]], p)
+            out[r] = h[g, :ends[g]]
     return out
