@@ -128,8 +128,10 @@ def test_yesno_benchmark_reports_its_rows(tiny_model, short_proteins):
     from benchmarks.bench_yesno import run
 
     res = run(tiny_model, n_proteins=2, batch_size=4, proteins=short_proteins, warmup=False)
-    assert float(res.summary["max |P(yes) shared − P(yes) alone|"]) < 1e-4
-    assert res.ratio > 0 and [r[0] for r in res.rows] == ["each prompt alone", "sepit, pairs share their prefix"]
+    assert float(res.summary["max |P(yes) batched − P(yes) alone|"]) < 1e-4
+    assert res.ratio > 0 and [r[0] for r in res.rows] == ["each prompt alone", "sepit batches",
+                                                          "sepit batches + prefix store"]
+    assert res.summary["beginnings reused / run"] == "2 / 2"  # the questions without context found theirs
 
 
 def test_records_benchmark_synthesises_streams_and_reports():

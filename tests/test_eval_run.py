@@ -138,7 +138,7 @@ def test_non_finite_p_yes_stops_the_evaluation(tiny_model, tmp_path):
     from sepit.eval.run import predict_with_model
 
     items = items_from_records(TEST, PROTEIN_ROWS)
-    tiny_model.yes_no_probability = lambda enc: torch.full((enc["input_ids"].shape[0],), float("nan"))
+    tiny_model.yes_no_probability = lambda enc, store=None: torch.full((enc["input_ids"].shape[0],), float("nan"))
     try:
         plog = PredictionLog(tmp_path / "p.jsonl", {"run": "nan"})
         with pytest.raises(SepitError, match=r"non-finite P\(yes\) for item 'P\d/.*corrupt"):

@@ -338,7 +338,7 @@ def test_a_single_option_is_the_answer_without_a_forward_pass(model, monkeypatch
     q = [{"role": "user", "content": f"{PROTEIN_TOKEN}\nWhat does it do?"}]
     calls = []
     real = model.answer_log_likelihood
-    monkeypatch.setattr(model, "answer_log_likelihood", lambda batch: calls.append(batch) or real(batch))
+    monkeypatch.setattr(model, "answer_log_likelihood", lambda batch, store=None: calls.append(batch) or real(batch))
     with torch.no_grad():
         got = model.choose([q, q, q], [["MKTAYIAKQR"]] * 3, [["It binds DNA."], [], ["Repair.", "Repair."]])
     assert got == ["It binds DNA.", "", "Repair."] and calls == []

@@ -37,6 +37,9 @@ class GenerationSection:
     yesno_likelihood: bool = True  # yes/no items: P(yes) from one forward pass, no decoding
     no_structure_ablation: bool = True
     no_retrieval_ablation: bool = True  # a model with homolog context is also run without it
+    # GiB of prompt beginnings (chat header + protein) kept across the model's runs: the other questions about a
+    # protein, and the same questions without homologs or structure, run only their own tokens (0 = keep none)
+    prefix_store_gb: float = 4.0
 
 
 @dataclass

@@ -130,6 +130,7 @@ def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Pa
         meta["precision"] = precision
         meta["weights_dtype"] = str(inference_dtype(precision, device)).removeprefix("torch.")
     from sepit.model import load_model
+    from sepit.model.packing import PrefixStore
 
     out = Path(out_dir)
     extra = {}
@@ -140,9 +141,10 @@ def evaluate_dataset(cfg: EvalConfig, dataset_dir: str | Path, out_dir: str | Pa
             ret = dataset_retriever(other, dataset_dir) if retrieval else None
             plog = PredictionLog(out / "predictions" / f"{_slug(name)}.jsonl",
                                  prediction_fingerprint(other, path, dataset_dir, cfg, retriever=ret))
+            store = PrefixStore(g.prefix_store_gb) if g.prefix_store_gb > 0 else None
             extra[name] = predict_with_model(other, items, ds.protein, plog, max_new_tokens=g.max_new_tokens,
                                              batch_size=g.batch_size, yesno_likelihood=g.yesno_likelihood, desc=name,
-                                             retriever=ret)
+                                             retriever=ret, store=store)
             del other
     model = load_model(checkpoint, device=device).to_precision(precision) if checkpoint else None
     retriever = dataset_retriever(model, dataset_dir) if model is not None and retrieval else None

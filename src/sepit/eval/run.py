@@ -113,15 +113,16 @@ def prediction_fingerprint(model: Any, checkpoint: Any, dataset: Any, cfg: EvalC
 
 def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinLookup, plog: PredictionLog, *,
                        max_new_tokens: int = 128, batch_size: int = 8, use_structure: bool = True,
-                       yesno_likelihood: bool = True, desc: str = MODEL, retriever: Any = None
-                       ) -> dict[str, Prediction]:
+                       yesno_likelihood: bool = True, desc: str = MODEL, retriever: Any = None,
+                       store: Any = None) -> dict[str, Prediction]:
     """Answers of ``model`` (a ``SepitModel``) for the items not yet in ``plog``. Yes/no items are scored by
     likelihood alone when ``yesno_likelihood`` (one forward pass: ``p_yes`` from the answer's first token, the
     answer ``yes`` iff p_yes ≥ 0.5); other items are decoded greedily. Each batch is logged as soon as it is done.
 
     ``use_structure=False`` gives the model sequences only (the structure ablation at inference); ``retriever``
     (a :class:`sepit.retrieval.retriever.Retriever`) puts each item's homolog context in its prompt, searched for
-    all items at once. Returns the predictions of ``items`` (old and new).
+    all items at once; ``store`` (a :class:`sepit.model.packing.PrefixStore`) keeps prompt beginnings across
+    calls. Returns the predictions of ``items`` (old and new).
     """
     import torch
 
@@ -168,14 +169,15 @@ def predict_with_model(model: Any, items: Sequence[EvalItem], proteins: ProteinL
                                                                 [batch[i].question for i in open_])))
             if gen:
                 for i, t in zip(gen, model.answer([convs[i] for i in gen], [prots[i] for i in gen],
-                                                  [opts.get(i, []) for i in gen], max_new_tokens=max_new_tokens)):
+                                                  [opts.get(i, []) for i in gen], max_new_tokens=max_new_tokens,
+                                                  store=store)):
                     texts[i] = t
             p_yes: list[float | None] = [None] * len(batch)
             yn = [i for i, it in enumerate(batch) if it.kind == "yesno"]
             if yesno_likelihood and yn:
                 enc = model.processor([convs[i] for i in yn], [prots[i] for i in yn], add_generation_prompt=True)
                 with torch.no_grad():
-                    probs = model.yes_no_probability(model.to_device(enc)).float().cpu()
+                    probs = model.yes_no_probability(model.to_device(enc), store).float().cpu()
                 if not torch.isfinite(probs).all():  # corrupt or diverged weights: no answer to log, no NaN report
                     bad = batch[yn[int((~torch.isfinite(probs)).nonzero()[0, 0])]]
                     raise SepitError(f"the model gives a non-finite P(yes) for item {bad.id!r}: its weights are "
@@ -275,6 +277,11 @@ def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path,
             runs.append((MODEL_NO_HOMOLOGS, True, None))
         if g.no_structure_ablation and any(it.has_structure for it in items):
             runs.append((MODEL_NO_STRUCTURE, False, retriever))
+        store = None
+        if g.prefix_store_gb > 0:  # one per model: its runs differ after the protein, not before
+            from sepit.model.packing import PrefixStore
+
+            store = PrefixStore(g.prefix_store_gb)
         for name, use_structure, ret in runs:
             fp = prediction_fingerprint(model, meta.get("checkpoint", ""), meta.get("dataset", ""), cfg,
                                         use_structure=use_structure, retriever=ret)
@@ -285,8 +292,11 @@ def evaluate(cfg: EvalConfig, items: Sequence[EvalItem], *, out_dir: str | Path,
             todo = items if use_structure else [it for it in items if _has_structure(it, proteins)]
             preds = predict_with_model(model, todo, proteins, plog, max_new_tokens=g.max_new_tokens,
                                        batch_size=g.batch_size, use_structure=use_structure,
-                                       yesno_likelihood=g.yesno_likelihood, desc=name, retriever=ret)
+                                       yesno_likelihood=g.yesno_likelihood, desc=name, retriever=ret, store=store)
             systems[name] = {it.id: preds.get(it.id) or systems[MODEL][it.id] for it in items}
+            if store is not None and store.hits + store.misses:
+                log.info("%s: prompt beginnings reused %d times, run %d times (%d kept, %.2f GiB)", name,
+                         store.hits, store.misses, len(store), store.bytes / 2**30)
     for name, preds in (extra or {}).items():
         systems[name] = preds
     if PRIOR in cfg.baselines.run and train_records:

@@ -28,6 +28,7 @@ from sepit.model.config import ModelConfig
 from sepit.model.encoder import EncoderOutput, StructureAwareEsm
 from sepit.model.heads import Stage0Heads, denoise_mask, masked_mean
 from sepit.model.moe import is_moe, moe_layers, upcycle_to_moe
+from sepit.model.packing import PrefixStore
 from sepit.model.precision import inference_dtype
 from sepit.model.processor import IGNORE, SepitProcessor
 from sepit.model.projector import Projector, gather_residues
@@ -147,12 +148,13 @@ class SepitModel(nn.Module):
 
     # ---- inference ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def answer_log_likelihood(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def answer_log_likelihood(self, batch: dict[str, torch.Tensor], store: PrefixStore | None = None) -> torch.Tensor:
         """(B,) mean log-probability per labelled (assistant) token of each row: the length-normalised likelihood
         of each conversation's answer, for scoring given options. Rows run unpadded; the options of one question
         run their shared prompt once (:func:`sepit.model.generation.answer_log_likelihood`). A row without labelled
-        tokens gets -inf."""
-        return generation.answer_log_likelihood(self, batch)
+        tokens gets -inf. ``store`` (a :class:`~sepit.model.packing.PrefixStore`): prompt beginnings (header and
+        proteins) kept across calls, so later prompts about the same proteins run only their own tokens."""
+        return generation.answer_log_likelihood(self, batch, store)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -172,31 +174,32 @@ class SepitModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
-                 callback: Callable[[list[str]], None] | None = None, temperature: float = 0.0) -> list[str]:
+                 callback: Callable[[list[str]], None] | None = None, temperature: float = 0.0,
+                 store: PrefixStore | None = None) -> list[str]:
         """Answers to a left-padded prompt batch (``add_generation_prompt=True``): greedy at ``temperature`` 0 (the
         default, deterministic), sampling from softmax(logits / temperature) above it.
 
         Each prompt is encoded and prefilled without padding, so in float32 a batch gives the answers each prompt
         gets alone; then the batch is decoded together from one preallocated KV cache, each row attending over its
         own prompt only (not the padding), and finished answers leave the batch when that saves work.
-        ``callback(texts_so_far)`` is called after every step (streaming). Returns the decoded answers.
-        See :func:`sepit.model.generation.generate`.
+        ``callback(texts_so_far)`` is called after every step (streaming); ``store`` as in
+        :meth:`answer_log_likelihood`. Returns the decoded answers. See :func:`sepit.model.generation.generate`.
         """
         return generation.generate(self, batch, max_new_tokens=max_new_tokens, callback=callback,
-                                   temperature=temperature)
+                                   temperature=temperature, store=store)
 
     @torch.no_grad()
     def chat(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
              max_new_tokens: int = 256, callback: Callable[[list[str]], None] | None = None,
-             temperature: float = 0.0) -> list[str]:
+             temperature: float = 0.0, store: PrefixStore | None = None) -> list[str]:
         """Answer each conversation (ending with a user turn) about its proteins; batched, greedy by default."""
         batch = self.processor(conversations, proteins, add_generation_prompt=True)
         return self.generate(self.to_device(batch), max_new_tokens=max_new_tokens, callback=callback,
-                             temperature=temperature)
+                             temperature=temperature, store=store)
 
     @torch.no_grad()
     def choose(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
-               options: Sequence[Sequence[str]]) -> list[str]:
+               options: Sequence[Sequence[str]], store: PrefixStore | None = None) -> list[str]:
         """Answer each conversation (ending with a user turn) with the one of its ``options`` that has the highest
         mean log-probability per token (:meth:`answer_log_likelihood`; a tie keeps the earlier option); one batch,
         the options of a conversation running its prompt once. A conversation with one option gets it unscored,
@@ -214,7 +217,7 @@ class SepitModel(nn.Module):
                 row_proteins.append(proteins[i])
                 owner.append((i, o))
         if rows:
-            scores = self.answer_log_likelihood(self.to_device(self.processor(rows, row_proteins))).tolist()
+            scores = self.answer_log_likelihood(self.to_device(self.processor(rows, row_proteins)), store).tolist()
             for (i, o), sc in zip(owner, scores):
                 if i not in best or sc > best[i][0]:
                     best[i] = (sc, o)
@@ -222,14 +225,15 @@ class SepitModel(nn.Module):
 
     @torch.no_grad()
     def answer(self, conversations: Sequence[Sequence[dict[str, str]]], proteins: Sequence[Sequence[Any]],
-               options: Sequence[Sequence[str]], max_new_tokens: int = 256) -> list[str]:
+               options: Sequence[Sequence[str]], max_new_tokens: int = 256, store: PrefixStore | None = None
+               ) -> list[str]:
         """Each conversation's answer: chosen among its ``options`` where it has some (:meth:`choose`), else written
-        (:meth:`chat`, greedy)."""
-        out = self.choose(conversations, proteins, options) if any(options) else [""] * len(conversations)
+        (:meth:`chat`, greedy); ``store`` as in :meth:`answer_log_likelihood`."""
+        out = self.choose(conversations, proteins, options, store) if any(options) else [""] * len(conversations)
         written = [i for i, o in enumerate(options) if not o]
         if written:
             for i, t in zip(written, self.chat([conversations[i] for i in written], [proteins[i] for i in written],
-                                               max_new_tokens=max_new_tokens)):
+                                               max_new_tokens=max_new_tokens, store=store)):
                 out[i] = t
         return out
 
@@ -237,11 +241,12 @@ class SepitModel(nn.Module):
         return generation.answer_token_ids(self.processor.llm_tokenizer, word)
 
     @torch.no_grad()
-    def yes_no_probability(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def yes_no_probability(self, batch: dict[str, torch.Tensor], store: PrefixStore | None = None) -> torch.Tensor:
         """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (built with
         ``add_generation_prompt=True``; either padding side). Case and leading-space variants are summed; the
-        softmax is in float32. Prompts run unpadded, like :meth:`generate`. → (B,) float32"""
-        return generation.yes_no_probability(self, batch)
+        softmax is in float32. Prompts run unpadded, like :meth:`generate`; ``store`` as in
+        :meth:`answer_log_likelihood`. → (B,) float32"""
+        return generation.yes_no_probability(self, batch, store)
 
     # ---- stage 0 --------------------------------------------------------------------------------------------------
     def stage0_losses(self, batch: dict[str, torch.Tensor], weights: Mapping[str, float], *, gather: bool = False,

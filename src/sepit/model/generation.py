@@ -18,14 +18,7 @@ import torch
 from torch import nn
 
 from sepit.errors import InputError
-from sepit.model.packing import (
-    RAGGED_ATTENTION,
-    ends_after_prefixes,
-    packable,
-    packed_forward,
-    packs,
-    segment_attention,
-)
+from sepit.model.packing import RAGGED_ATTENTION, Group, PrefixStore, packable, run_groups, segment_attention
 from sepit.model.precision import logits_fp32
 from sepit.model.processor import IGNORE
 
@@ -162,7 +155,8 @@ PREFILL_CHUNK = 512  # prompt tokens per prefill forward: a stop request waits f
 
 def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor,
             max_new_tokens: int, between: Callable[[], None] | None = None,
-            chunk: int = PREFILL_CHUNK) -> tuple[torch.Tensor, Any]:
+            chunk: int = PREFILL_CHUNK, bases: Sequence[tuple[bytes, int] | None] | None = None,
+            store: PrefixStore | None = None) -> tuple[torch.Tensor, Any]:
     """Run every prompt through ``llm`` without padding (packed, or prompts of equal length together), then gather
     their KV caches into one cache for decoding the batch together: cache row k holds batch row ``order[k]``,
     left-padded to the batch's width T.
@@ -171,10 +165,11 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     cache). The cache is preallocated for T + ``max_new_tokens`` (a growing cache copies itself at every step),
     except for sliding-window models, whose cache layers keep only the window.
 
-    A packable LLM (:func:`sepit.model.packing.packable`) runs prompts packed ``chunk`` tokens at a time; others
-    run prompts of equal length together. A prompt longer than ``chunk`` tokens is prefilled alone, ``chunk`` tokens
-    at a time (same cache, same result). ``between()`` runs between forwards and may raise to stop (a timeout or a
-    client that left need not wait for a whole long prefill).
+    A packable LLM (:func:`sepit.model.packing.packable`) runs prompts packed ``chunk`` tokens at a time, each
+    row's beginning ``bases[r]`` (:func:`prompt_bases`) once per batch or from ``store``; others run prompts of
+    equal length together. A prompt longer than ``chunk`` tokens is prefilled alone, ``chunk`` tokens at a time
+    (same cache, same result). ``between()`` runs between forwards and may raise to stop (a timeout or a client
+    that left need not wait for a whole long prefill).
     """
     from transformers import DynamicCache, StaticCache
 
@@ -183,7 +178,7 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     slot[order] = torch.arange(b, device=order.device)  # cache row of each batch row
     head = llm.get_output_embeddings()
     logits = torch.empty(b, head.weight.shape[0], device=embeds.device)
-    parts = []  # (cache rows, prompt length n, cache, first slot a): the rows' keys are cache slots [a, a + n)
+    parts = []  # (cache rows, prompt length n, cache, ranges): the rows' keys are those cache slots, in order
     started = False
 
     def pause() -> None:
@@ -195,18 +190,19 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     real = attention_mask.bool()
     lengths = real.sum(dim=1)
     if packable(llm):
-        groups = [(torch.tensor(rows, device=embeds.device), None) for rows in packs(lengths.tolist(), chunk)]
-    else:
-        groups = list(prompt_groups(embeds, attention_mask))
-    for idx, e in groups:
-        if e is None and len(idx) > 1:  # several prompts in one packed forward
+        short = [r for r in range(b) if int(lengths[r]) <= chunk]
+        groups = [Group([k], base=bases[r] if bases is not None else None, limit=int(lengths[r]) - 1)
+                  for k, r in enumerate(short)]
+        for run in run_groups(llm.get_decoder(), [embeds[r][real[r]] for r in short], groups, store, budget=chunk):
             pause()
-            prompts = [embeds[i][real[i]] for i in idx.tolist()]
-            hidden, pc = packed_forward(llm.get_decoder(), prompts)
-            ends = torch.cumsum(lengths[idx], 0)
-            logits[slot[idx]] = logits_fp32(head, hidden[ends - 1])
-            parts += [(slot[i:i + 1], int(lengths[i]), pc, int(a - lengths[i])) for i, a in zip(idx, ends)]
-            continue
+            for k, h in run.ends.items():  # k: index into short
+                r = short[k]
+                logits[slot[r]] = logits_fp32(head, h[-1:])[0]
+                parts.append((slot[r:r + 1], int(lengths[r]), run.cache, run.slots[k]))
+        todo = [(torch.tensor([r], device=embeds.device), None) for r in range(b) if int(lengths[r]) > chunk]
+    else:
+        todo = list(prompt_groups(embeds, attention_mask))
+    for idx, e in todo:
         if e is None:
             e = embeds[idx][real[idx]].view(len(idx), int(lengths[idx[0]]), embeds.shape[-1])
         out = None
@@ -215,7 +211,7 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
             out = llm(inputs_embeds=e[:, s:s + chunk], cache=None if out is None else out.cache, use_cache=True,
                       logits_to_keep=1)
         logits[slot[idx]] = out.logits[:, -1].float()
-        parts.append((slot[idx], e.shape[1], out.cache, 0))
+        parts.append((slot[idx], e.shape[1], out.cache, [(0, e.shape[1])]))
     cache = StaticCache(config=llm.config, max_cache_len=t + max_new_tokens)
     if any(cache.is_sliding):
         window = int(llm.config.sliding_window)
@@ -228,9 +224,9 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     keys = k0.new_zeros(b, k0.shape[1], t, k0.shape[3])
     values = v0.new_zeros(b, v0.shape[1], t, v0.shape[3])
     for layer in range(len(parts[0][2].layers)):
-        for rows, n, part, a in parts:
-            keys[rows, :, t - n:] = part.layers[layer].keys[:, :, a:a + n]
-            values[rows, :, t - n:] = part.layers[layer].values[:, :, a:a + n]
+        for rows, n, part, ranges in parts:
+            keys[rows, :, t - n:] = torch.cat([part.layers[layer].keys[:, :, a:z] for a, z in ranges], dim=2)
+            values[rows, :, t - n:] = torch.cat([part.layers[layer].values[:, :, a:z] for a, z in ranges], dim=2)
         cache.update(keys, values, layer)  # copies into the cache
     return logits, cache
 
@@ -272,9 +268,11 @@ def check_generation_args(limit: int, attention_mask: torch.Tensor, max_new_toke
 
 @torch.no_grad()
 def generate(model: GenerationModel, batch: dict[str, torch.Tensor], max_new_tokens: int = 256,
-             callback: Callable[[list[str]], None] | None = None, temperature: float = 0.0) -> list[str]:
+             callback: Callable[[list[str]], None] | None = None, temperature: float = 0.0,
+             store: PrefixStore | None = None) -> list[str]:
     """``model``'s answers to a left-padded prompt batch (see :meth:`SepitModel.generate`): greedy at
-    ``temperature`` 0, else sampled; ``callback(texts_so_far)`` after every step. → one string per prompt."""
+    ``temperature`` 0, else sampled; ``callback(texts_so_far)`` after every step; prompt beginnings (header and
+    proteins) from or into ``store``. → one string per prompt."""
     attn = batch["attention_mask"]
     check_generation_args(model.config.max_new_tokens_limit, attn, max_new_tokens, temperature)
     llm = model.llm
@@ -285,7 +283,9 @@ def generate(model: GenerationModel, batch: dict[str, torch.Tensor], max_new_tok
     rows = torch.sort(lengths, descending=True, stable=True).indices  # batch row of each cache row: longest first
     # Between prefill chunks the callback sees no text yet; it may raise to stop, as after a decoding step.
     between = (lambda: callback([""] * b)) if callback is not None else None
-    logits, cache = prefill(llm, embeds, attn, rows, max_new_tokens, between)
+    logits, cache = prefill(llm, embeds, attn, rows, max_new_tokens, between,
+                            bases=prompt_bases(batch, model.processor),
+                            store=store.bind(llm) if store is not None else None)
     static = not any(cache.is_sliding)  # preallocated: T + max_new_tokens slots, read through a 4D mask
     # The 4D additive mask (rows, 1, 1, slots) reaches attention as it is: left padding and the slots not yet
     # written are masked. Sliding-window caches get the 2D mask and transformers builds theirs.
@@ -424,18 +424,55 @@ def from_shared_prefix(decoder: nn.Module, prompts: Sequence[torch.Tensor], p: i
     return decoder(inputs_embeds=x, attention_mask=mask, cache=cache, use_cache=True).last_hidden_state, ends
 
 
+def prompt_bases(batch: dict[str, torch.Tensor], processor: Any) -> list[tuple[bytes, int] | None]:
+    """Per row of a processor batch, its beginning up to the last protein's end token — the chat header and the
+    proteins, which every prompt about the same proteins begins with — as (key, q positions), or None for a row
+    without proteins. Positions count the row's real tokens (rows run unpadded)."""
+    import hashlib
+
+    keys = protein_keys(batch, processor.protein_start_id)
+    real = batch["attention_mask"].bool()
+    out: list[tuple[bytes, int] | None] = []
+    for i, prots in enumerate(keys):
+        ids = batch["input_ids"][i][real[i]]
+        ends = (ids == processor.protein_end_id).nonzero()
+        if not prots or not ends.numel():
+            out.append(None)
+            continue
+        q = int(ends[-1, 0]) + 1
+        h = hashlib.sha256(ids[:q].cpu().numpy().tobytes())
+        for k in prots:
+            h.update(len(k).to_bytes(8, "little") + k)
+        out.append((h.digest(), q))
+    return out
+
+
+def _groups(shared: Sequence[tuple[list[int], int]], bases: Sequence[tuple[bytes, int] | None],
+            limits: Sequence[int]) -> list[Group]:
+    """:class:`Group` s from :func:`shared_prefixes` groups: a group's rows share their beginning when all of
+    theirs is the same; ``limits[r]``: where row r's own end must start at the latest."""
+    out = []
+    for rows, p in shared:
+        base = bases[rows[0]] if all(bases[r] == bases[rows[0]] for r in rows) else None
+        out.append(Group(list(rows), shared=p, base=base, limit=min(limits[r] for r in rows)))
+    return out
+
+
 @torch.no_grad()
-def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor],
+                       store: PrefixStore | None = None) -> torch.Tensor:
     """P(yes) / (P(yes) + P(no)) of the first answer token after each prompt (see
     :meth:`SepitModel.yes_no_probability`); prompts run unpadded. Prompts that begin alike (the two questions of a
     yes/no pair: same protein, same context) run their shared prefix once and their own ends together from its KV
-    cache (:func:`shared_prefixes`). → (B,) float32"""
+    cache (:func:`shared_prefixes`); prompts about the same proteins run their beginning once, or take it from
+    ``store``. → (B,) float32"""
     embeds = model.embed_inputs(unpadded_features(model, batch))
     real = batch["attention_mask"].bool()
     prompts = [embeds[i][real[i]] for i in range(embeds.shape[0])]
     token_ids = [batch["input_ids"][i][real[i]] for i in range(embeds.shape[0])]
-    groups = shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))
-    ends = prompt_ends(model.llm, prompts, groups)
+    shared = shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))
+    groups = _groups(shared, prompt_bases(batch, model.processor), [x.shape[0] - 1 for x in prompts])
+    ends, _ = prompt_ends(model.llm, prompts, groups, store)
     last = torch.stack([ends[r][-1] for r in range(len(prompts))])
     probs = torch.softmax(logits_fp32(model.llm.get_output_embeddings(), last), dim=-1)
     tok = model.processor.llm_tokenizer
@@ -445,11 +482,13 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor]) -
 
 
 @torch.no_grad()
-def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor],
+                          store: PrefixStore | None = None) -> torch.Tensor:
     """(B,) mean log-probability per labelled (assistant) token of each row (see
     :meth:`SepitModel.answer_log_likelihood`); rows run unpadded, and rows that begin alike (the options of one
     question: same protein, same prompt) run their shared prefix once and their own answers together from its KV
-    cache. A row without labelled tokens gets -inf. → (B,) float32"""
+    cache; their beginning (header and proteins) runs once or comes from ``store``. A row without labelled tokens
+    gets -inf. → (B,) float32"""
     embeds = model.embed_inputs(unpadded_features(model, batch))
     head = model.llm.get_output_embeddings()
     real = batch["attention_mask"].bool()
@@ -468,35 +507,37 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
         lp = torch.log_softmax(logits_fp32(head, hidden[: targets.shape[0]][sel]), dim=-1)
         out[r] = lp.gather(1, targets[sel].unsqueeze(1)).mean()
 
-    groups = []
-    for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id)):
-        # the prefix must end before the first position whose logits score a labelled token
-        first = [int((lab[1:] != IGNORE).nonzero()[0, 0]) if bool((lab[1:] != IGNORE).any()) else lab.shape[0]
-                 for lab in (labels[r] for r in rows)]
-        groups.append((rows, min(p, min(first))))
-    ends = prompt_ends(model.llm, prompts, groups)
-    for rows, p in groups:
-        for r in rows:
-            score(r, ends[r], p)
+    # the own end must start at the latest where the logits score the first labelled token
+    first = [min(int((lab[1:] != IGNORE).nonzero()[0, 0]) if bool((lab[1:] != IGNORE).any()) else lab.shape[0],
+                 lab.shape[0] - 1) for lab in labels]
+    shared = [(rows, min(p, *(first[r] for r in rows)))
+              for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))]
+    ends, start = prompt_ends(model.llm, prompts, _groups(shared, prompt_bases(batch, model.processor), first), store)
+    for r in range(n_rows):
+        score(r, ends[r], start[r])
     return out
 
 
-def prompt_ends(llm: nn.Module, prompts: Sequence[torch.Tensor], groups: Sequence[tuple[list[int], int]]
-                ) -> dict[int, torch.Tensor]:
-    """The decoder's hidden states of each prompt's end: for every group (rows, p) of prompts ((n_r, D) unpadded
-    embeddings) that share their first p positions, the prefix runs once and each row's own end from its KV cache
-    (p = 0: the row runs whole). Packed (:func:`sepit.model.packing.ends_after_prefixes`) where the LLM allows it.
-    → {row: (n_r - p, D)}"""
+def prompt_ends(llm: nn.Module, prompts: Sequence[torch.Tensor], groups: Sequence[Group],
+                store: PrefixStore | None = None) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """The decoder's hidden states of each prompt's own end and where it starts: each group's beginning, shared
+    prefix and ends run as :func:`sepit.model.packing.run_groups` runs them (packed) where the LLM allows it; else
+    each group's shared prefix once and its rows' ends from its KV cache (a group without one: each row whole).
+    prompts: (n_r, D) unpadded embeddings → ({row: (n_r - start, D)}, {row: start})"""
     decoder = llm.get_decoder()
+    ends: dict[int, torch.Tensor] = {}
+    start: dict[int, int] = {}
     if packable(llm):
-        return ends_after_prefixes(decoder, prompts, groups)
-    out = {}
-    for rows, p in groups:
-        if p == 0:
-            for r in rows:
-                out[r] = decoder(inputs_embeds=prompts[r][None], use_cache=False).last_hidden_state[0]
+        for run in run_groups(decoder, prompts, groups, store.bind(llm) if store is not None else None):
+            ends.update(run.ends)
+            start.update(run.start)
+        return ends, start
+    for g in groups:
+        if g.shared == 0:
+            for r in g.rows:
+                ends[r], start[r] = decoder(inputs_embeds=prompts[r][None], use_cache=False).last_hidden_state[0], 0
             continue
-        h, ends = from_shared_prefix(decoder, [prompts[r] for r in rows], p)
-        for g, r in enumerate(rows):
-            out[r] = h[g, :ends[g]]
-    return out
+        h, lengths = from_shared_prefix(decoder, [prompts[r] for r in g.rows], g.shared)
+        for k, r in enumerate(g.rows):
+            ends[r], start[r] = h[k, :lengths[k]], g.shared
+    return ends, start
