@@ -321,6 +321,9 @@ def test_a_protein_asked_about_twice_is_encoded_once(model) -> None:
             encoded.append(sub["protein_input_ids"].shape[0])
             return model.encoder_features(sub)
 
+        def __getattr__(self, name):
+            return getattr(model, name)
+
     convs = [_conv(f"Is {PROTEIN_TOKEN} an enzyme?"), _conv(f"Is {PROTEIN_TOKEN} a kinase?"),
              _conv(f"Is {PROTEIN_TOKEN} an enzyme?")]
     with torch.no_grad():
@@ -331,6 +334,13 @@ def test_a_protein_asked_about_twice_is_encoded_once(model) -> None:
     per_protein = feats.split(feats.shape[0] // 3)
     assert torch.equal(per_protein[0], per_protein[2])
     torch.testing.assert_close(per_protein[1], alone)
+    # rows whose beginning a prefix store serves: their proteins are not encoded (zeros), the others still are
+    encoded.clear()
+    with torch.no_grad():
+        part = unpadded_features(model, batch, skip_rows={0, 1})["protein_features"].split(feats.shape[0] // 3)
+        unpadded_features(Counting(), batch, skip_rows={0, 2})
+    assert not part[0].any() and not part[1].any() and torch.equal(part[2], per_protein[2])
+    assert encoded == [1]
 
 
 def test_a_single_option_is_the_answer_without_a_forward_pass(model, monkeypatch) -> None:

@@ -154,8 +154,12 @@ def test_model_answers_are_the_same_with_a_prefix_store_that_is_reused(llm) -> N
         want = m.yes_no_probability(enc)
         torch.testing.assert_close(m.yes_no_probability(enc, store), want, atol=1e-5, rtol=1e-5)
         assert (store.misses, len(store)) == (2, 2)  # two proteins; rows 0 and 2 share theirs within the batch
+        encoded = []
+        real_features = m.encoder_features
+        m.encoder_features = lambda sub: encoded.append(1) or real_features(sub)
         torch.testing.assert_close(m.yes_no_probability(enc, store), want, atol=1e-5, rtol=1e-5)
-        assert store.hits == 2 and store.misses == 2
+        assert store.hits == 2 and store.misses == 2 and encoded == []  # no protein needed encoding
+        del m.encoder_features
         assert m.chat(convs, prots, max_new_tokens=5, store=store) == m.chat(convs, prots, max_new_tokens=5)
         opts = [["Yes, it is.", "No."]] * 3
         assert m.choose(convs, prots, opts, store) == m.choose(convs, prots, opts)

@@ -163,7 +163,7 @@ def demo(size: str = "default", run_dir: str | Path | None = None, fresh: bool =
 
         _drop_checkpoints(run / "stage2")
         cfg = from_dict(EvalConfig, {"limits": {"yesno": sz.eval_yesno, "open": sz.eval_open}},
-                        [f"generation.max_new_tokens={sz.max_new_tokens}", "generation.batch_size=16"])
+                        [f"generation.max_new_tokens={sz.max_new_tokens}", "generation.batch_size=32"])
         results = evaluate_dataset(cfg, data_dir, run / "eval", checkpoint=run / "stage2" / "final",
                                    device=_device())
         return {"report": str(run / "eval" / "report.md"), "systems": list(results.get("systems", {}))}

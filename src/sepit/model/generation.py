@@ -11,14 +11,22 @@ finished answers leave the batch when that saves work. In float32 a prompt gets 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from sepit.errors import InputError
-from sepit.model.packing import RAGGED_ATTENTION, Group, PrefixStore, packable, run_groups, segment_attention
+from sepit.model.packing import (
+    RAGGED_ATTENTION,
+    Group,
+    PrefixStore,
+    packable,
+    run_groups,
+    segment_attention,
+    served_rows,
+)
 from sepit.model.precision import logits_fp32
 from sepit.model.processor import IGNORE
 
@@ -31,6 +39,7 @@ class GenerationModel(Protocol):
     llm: nn.Module
     processor: Any
     config: Any
+    projector: nn.Module
 
     def embed_inputs(self, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
@@ -119,26 +128,43 @@ def _protein_key(batch: dict[str, torch.Tensor], j: int) -> bytes:
     return key
 
 
-def unpadded_features(model: GenerationModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def unpadded_features(model: GenerationModel, batch: dict[str, torch.Tensor], skip_rows: Collection[int] = ()
+                      ) -> dict[str, torch.Tensor]:
     """The batch with ``protein_features`` (N, D_plm) from encoding each protein without padding (proteins of
     equal length together): padding costs compute, and a protein then gets the same features alone or batched.
-    A protein that occurs more than once (several questions about it) is encoded once.
-    Batches without proteins (or with features already) come back as they are."""
+    A protein that occurs more than once (several questions about it) is encoded once; the proteins of the rows
+    ``skip_rows`` (whose beginnings come from a :class:`~sepit.model.packing.PrefixStore`, so their protein slots
+    are never read) are not encoded at all and get zeros. Batches without proteins (or with features already) come
+    back as they are."""
     if batch.get("protein_features") is not None or batch.get("protein_input_ids") is None \
             or batch["protein_input_ids"].shape[0] == 0:
         return batch
     keys = [_protein_key(batch, j) for j in range(batch["protein_input_ids"].shape[0])]
+    skip: set[int] = set()
+    if skip_rows:
+        per_row = (batch["input_ids"] == model.processor.protein_start_id).sum(dim=1).tolist()
+        row_of = [r for r, c in enumerate(per_row) for _ in range(c)]  # proteins are stored row by row
+        skip = {j for j, r in enumerate(row_of) if r in skip_rows}
     first: dict[bytes, int] = {}
     for j, k in enumerate(keys):
-        first.setdefault(k, j)
+        if j not in skip:
+            first.setdefault(k, j)
     lengths = batch["protein_attention_mask"].sum(dim=1)  # right-padded: real tokens first
-    unique = torch.tensor(sorted(first.values()), device=lengths.device)
+    unique = torch.tensor(sorted(first.values()), dtype=torch.long, device=lengths.device)
     features: dict[int, torch.Tensor] = {}
     for n, sel in length_groups(lengths[unique]):
         idx = unique[sel]
         sub = {k: batch[k][idx, :n] for k in PROTEIN_KEYS if batch.get(k) is not None}
         features.update(zip(idx.tolist(), model.encoder_features(sub)))
-    return dict(batch, protein_features=torch.cat([features[first[k]] for k in keys]))
+    if not skip:
+        return dict(batch, protein_features=torch.cat([features[first[k]] for k in keys]))
+    pool = model.config.projector.pool
+    slots = [-(-int(n) // pool) for n in batch["protein_residue_mask"].sum(dim=1).tolist()]
+    dtype = model.projector.net[0].weight.dtype
+    return dict(batch, protein_features=torch.cat(
+        [features[first[k]] if j not in skip else torch.zeros(slots[j], model.projector.in_dim, dtype=dtype,
+                                                              device=lengths.device)
+         for j, k in enumerate(keys)]))
 
 
 def prompt_groups(embeds: torch.Tensor, attention_mask: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -151,6 +177,15 @@ def prompt_groups(embeds: torch.Tensor, attention_mask: torch.Tensor) -> Iterato
 
 
 PREFILL_CHUNK = 512  # prompt tokens per prefill forward: a stop request waits for at most one chunk
+
+
+def prefill_groups(lengths: Sequence[int], bases: Sequence[tuple[bytes, int] | None] | None, chunk: int
+                   ) -> tuple[list[int], list[Group]]:
+    """The rows :func:`prefill` runs packed (those of at most ``chunk`` tokens; longer ones run alone, in chunks)
+    and their :class:`Group` s, one row each (indices into that list of rows)."""
+    short = [r for r, n in enumerate(lengths) if n <= chunk]
+    return short, [Group([k], base=bases[r] if bases is not None else None, limit=lengths[r] - 1)
+                   for k, r in enumerate(short)]
 
 
 def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, order: torch.Tensor,
@@ -190,9 +225,7 @@ def prefill(llm: nn.Module, embeds: torch.Tensor, attention_mask: torch.Tensor, 
     real = attention_mask.bool()
     lengths = real.sum(dim=1)
     if packable(llm):
-        short = [r for r in range(b) if int(lengths[r]) <= chunk]
-        groups = [Group([k], base=bases[r] if bases is not None else None, limit=int(lengths[r]) - 1)
-                  for k, r in enumerate(short)]
+        short, groups = prefill_groups(lengths.tolist(), bases, chunk)
         for run in run_groups(llm.get_decoder(), [embeds[r][real[r]] for r in short], groups, store, budget=chunk):
             pause()
             for k, h in run.ends.items():  # k: index into short
@@ -277,15 +310,19 @@ def generate(model: GenerationModel, batch: dict[str, torch.Tensor], max_new_tok
     check_generation_args(model.config.max_new_tokens_limit, attn, max_new_tokens, temperature)
     llm = model.llm
     tok = model.processor.llm_tokenizer
-    embeds = model.embed_inputs(unpadded_features(model, batch))
+    store = store.bind(llm) if store is not None else None
+    bases = prompt_bases(batch, model.processor)
+    skip: set[int] = set()
+    if store is not None and packable(llm):  # rows whose beginning comes from the store need no protein features
+        short, groups = prefill_groups(attn.bool().sum(dim=1).tolist(), bases, PREFILL_CHUNK)
+        skip = {short[k] for k in served_rows(groups, store)}
+    embeds = model.embed_inputs(unpadded_features(model, batch, skip))
     b, t = attn.shape
     lengths = attn.bool().sum(dim=1)
     rows = torch.sort(lengths, descending=True, stable=True).indices  # batch row of each cache row: longest first
     # Between prefill chunks the callback sees no text yet; it may raise to stop, as after a decoding step.
     between = (lambda: callback([""] * b)) if callback is not None else None
-    logits, cache = prefill(llm, embeds, attn, rows, max_new_tokens, between,
-                            bases=prompt_bases(batch, model.processor),
-                            store=store.bind(llm) if store is not None else None)
+    logits, cache = prefill(llm, embeds, attn, rows, max_new_tokens, between, bases=bases, store=store)
     static = not any(cache.is_sliding)  # preallocated: T + max_new_tokens slots, read through a 4D mask
     # The 4D additive mask (rows, 1, 1, slots) reaches attention as it is: left padding and the slots not yet
     # written are masked. Sliding-window caches get the 2D mask and transformers builds theirs.
@@ -466,12 +503,14 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor],
     yes/no pair: same protein, same context) run their shared prefix once and their own ends together from its KV
     cache (:func:`shared_prefixes`); prompts about the same proteins run their beginning once, or take it from
     ``store``. → (B,) float32"""
-    embeds = model.embed_inputs(unpadded_features(model, batch))
+    store = store.bind(model.llm) if store is not None else None
     real = batch["attention_mask"].bool()
-    prompts = [embeds[i][real[i]] for i in range(embeds.shape[0])]
-    token_ids = [batch["input_ids"][i][real[i]] for i in range(embeds.shape[0])]
+    token_ids = [batch["input_ids"][i][real[i]] for i in range(real.shape[0])]
     shared = shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))
-    groups = _groups(shared, prompt_bases(batch, model.processor), [x.shape[0] - 1 for x in prompts])
+    groups = _groups(shared, prompt_bases(batch, model.processor), [x.shape[0] - 1 for x in token_ids])
+    skip = served_rows(groups, store) if packable(model.llm) else set()
+    embeds = model.embed_inputs(unpadded_features(model, batch, skip))
+    prompts = [embeds[i][real[i]] for i in range(embeds.shape[0])]
     ends, _ = prompt_ends(model.llm, prompts, groups, store)
     last = torch.stack([ends[r][-1] for r in range(len(prompts))])
     probs = torch.softmax(logits_fp32(model.llm.get_output_embeddings(), last), dim=-1)
@@ -489,14 +528,13 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
     question: same protein, same prompt) run their shared prefix once and their own answers together from its KV
     cache; their beginning (header and proteins) runs once or comes from ``store``. A row without labelled tokens
     gets -inf. → (B,) float32"""
-    embeds = model.embed_inputs(unpadded_features(model, batch))
+    store = store.bind(model.llm) if store is not None else None
     head = model.llm.get_output_embeddings()
     real = batch["attention_mask"].bool()
-    n_rows = embeds.shape[0]
-    prompts = [embeds[i][real[i]] for i in range(n_rows)]
+    n_rows = real.shape[0]
     token_ids = [batch["input_ids"][i][real[i]] for i in range(n_rows)]
     labels = [batch["labels"][i][real[i]] for i in range(n_rows)]
-    out = torch.full((n_rows,), float("-inf"), dtype=torch.float32, device=embeds.device)
+    out = torch.full((n_rows,), float("-inf"), dtype=torch.float32, device=real.device)
 
     def score(r: int, hidden: torch.Tensor, start: int) -> None:
         """Row ``r``'s mean log-probability from its hidden states at positions ``start``… (n, D)."""
@@ -512,7 +550,11 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
                  lab.shape[0] - 1) for lab in labels]
     shared = [(rows, min(p, *(first[r] for r in rows)))
               for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))]
-    ends, start = prompt_ends(model.llm, prompts, _groups(shared, prompt_bases(batch, model.processor), first), store)
+    groups = _groups(shared, prompt_bases(batch, model.processor), first)
+    skip = served_rows(groups, store) if packable(model.llm) else set()
+    embeds = model.embed_inputs(unpadded_features(model, batch, skip))
+    prompts = [embeds[i][real[i]] for i in range(n_rows)]
+    ends, start = prompt_ends(model.llm, prompts, groups, store)
     for r in range(n_rows):
         score(r, ends[r], start[r])
     return out

@@ -137,6 +137,9 @@ class PrefixStore:
     def __len__(self) -> int:
         return len(self._kv)
 
+    def __contains__(self, key: bytes) -> bool:
+        return key in self._kv
+
     def get(self, key: bytes) -> KV | None:
         kv = self._kv.get(key)
         if kv is None:
@@ -164,6 +167,17 @@ class Group:
     base: tuple[bytes, int] | None = None
     limit: int | None = None
 
+    def usable_base(self) -> tuple[bytes, int] | None:
+        """``base`` where its end is within ``limit`` (else the rows run from their first position)."""
+        return self.base if self.base is not None and (self.limit is None or self.base[1] <= self.limit) else None
+
+
+def served_rows(groups: Sequence[Group], store: PrefixStore | None) -> set[int]:
+    """Rows whose beginning :func:`run_groups` will take from ``store``: their first positions (and the protein
+    features there) are never computed."""
+    return {r for g in groups if (b := g.usable_base()) is not None and store is not None and b[0] in store
+            for r in g.rows}
+
 
 @dataclass
 class PackRun:
@@ -187,11 +201,7 @@ def run_groups(decoder: nn.Module, prompts: Sequence[torch.Tensor], groups: Sequ
     its shared prefix runs once after it, and each row's own end last, attending over both."""
     from transformers import DynamicCache
 
-    def usable_base(g: Group) -> tuple[bytes, int] | None:
-        ok = g.base is not None and (g.limit is None or g.base[1] <= g.limit)
-        return g.base if ok else None
-
-    bases = [usable_base(g) for g in groups]
+    bases = [g.usable_base() for g in groups]
     own = [max(g.shared, b[1] if b else 0) for g, b in zip(groups, bases)]
     sizes = [own[i] + sum(prompts[r].shape[0] - own[i] for r in g.rows) for i, g in enumerate(groups)]
     for pack in packs(sizes, budget):

@@ -11,6 +11,7 @@ class Projector(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int | None = None, num_layers: int = 2) -> None:
         super().__init__()
+        self.in_dim = in_dim  # the encoder's feature width (D_plm)
         if num_layers == 1:
             self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
         elif num_layers == 2:
