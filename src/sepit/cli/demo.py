@@ -7,7 +7,7 @@ import argparse
 from sepit.cli import add_command
 
 EPILOG = """examples:
-  sepit demo                     # default size: ~37 min on a 2-core CPU; rerun to reuse finished phases
+  sepit demo                     # default size: ~28 min on a 2-core CPU; rerun to reuse finished phases
   sepit demo --quick             # same phases, smaller (~10 min)
   sepit demo --size large --source sprot2014_go_50k.tsv.xz   # on a GPU: more data and steps
   sepit demo --fresh             # redo every phase

@@ -7,7 +7,7 @@ last finished phase, and a training phase resumes from its last checkpoint). Siz
 ========  =====================================================================================================
 smoke     a few steps of each stage on a few hundred proteins (CI: proves every phase runs)
 quick     ~10 minutes after set-up on a 2-core CPU
-default   takes ~37 minutes on a 2-core CPU (the README's main command)
+default   takes ~28 minutes on a 2-core CPU (the README's main command)
 large     for a GPU: all proteins, more steps; add ``--source`` files (e.g. the full 50k table) to scale further
 ========  =====================================================================================================
 """
@@ -54,7 +54,7 @@ SIZES: dict[str, DemoSize] = {
     # below predicting zero; ~+55 s over the 10 steps at crop 256 that learned no denoising). Stages 1–2 at crop 128
     # and 20 / 60 steps: what fits the time aim next to an evaluation of 800 items two ways (the stage-2 learning
     # rate was chosen on the valid split at exactly these 60 steps)
-    "default": DemoSize(0, (45, 20, 60), (8, 4, 4), (128, 128, 128), 4, 600, 200, 32, "37 min"),
+    "default": DemoSize(0, (45, 20, 60), (8, 4, 4), (128, 128, 128), 4, 600, 200, 32, "28 min"),
     # stage 0 at 512: 8 structured proteins a batch keep two passes of (8, L, L, 128) pair features for backward
     "large": DemoSize(0, (2000, 3000, 3000), (8, 4, 4), (512, 1022, 1022), 1, 4000, 2000, 128,
                       "hours on a CPU; use a GPU"),
