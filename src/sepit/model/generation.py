@@ -503,16 +503,11 @@ def yes_no_probability(model: GenerationModel, batch: dict[str, torch.Tensor],
     yes/no pair: same protein, same context) run their shared prefix once and their own ends together from its KV
     cache (:func:`shared_prefixes`); prompts about the same proteins run their beginning once, or take it from
     ``store``. → (B,) float32"""
-    store = store.bind(model.llm) if store is not None else None
     real = batch["attention_mask"].bool()
     token_ids = [batch["input_ids"][i][real[i]] for i in range(real.shape[0])]
     shared = shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))
-    groups = _groups(shared, prompt_bases(batch, model.processor), [x.shape[0] - 1 for x in token_ids])
-    skip = served_rows(groups, store) if packable(model.llm) else set()
-    embeds = model.embed_inputs(unpadded_features(model, batch, skip))
-    prompts = [embeds[i][real[i]] for i in range(embeds.shape[0])]
-    ends, _ = prompt_ends(model.llm, prompts, groups, store)
-    last = torch.stack([ends[r][-1] for r in range(len(prompts))])
+    ends, _ = _run_prompts(model, batch, shared, [x.shape[0] - 1 for x in token_ids], store)
+    last = torch.stack([ends[r][-1] for r in range(len(token_ids))])
     probs = torch.softmax(logits_fp32(model.llm.get_output_embeddings(), last), dim=-1)
     tok = model.processor.llm_tokenizer
     yes = probs[:, answer_token_ids(tok, "yes")].sum(-1)
@@ -528,7 +523,6 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
     question: same protein, same prompt) run their shared prefix once and their own answers together from its KV
     cache; their beginning (header and proteins) runs once or comes from ``store``. A row without labelled tokens
     gets -inf. → (B,) float32"""
-    store = store.bind(model.llm) if store is not None else None
     head = model.llm.get_output_embeddings()
     real = batch["attention_mask"].bool()
     n_rows = real.shape[0]
@@ -550,14 +544,23 @@ def answer_log_likelihood(model: GenerationModel, batch: dict[str, torch.Tensor]
                  lab.shape[0] - 1) for lab in labels]
     shared = [(rows, min(p, *(first[r] for r in rows)))
               for rows, p in shared_prefixes(token_ids, protein_keys(batch, model.processor.protein_start_id))]
-    groups = _groups(shared, prompt_bases(batch, model.processor), first)
-    skip = served_rows(groups, store) if packable(model.llm) else set()
-    embeds = model.embed_inputs(unpadded_features(model, batch, skip))
-    prompts = [embeds[i][real[i]] for i in range(n_rows)]
-    ends, start = prompt_ends(model.llm, prompts, groups, store)
+    ends, start = _run_prompts(model, batch, shared, first, store)
     for r in range(n_rows):
         score(r, ends[r], start[r])
     return out
+
+
+def _run_prompts(model: GenerationModel, batch: dict[str, torch.Tensor], shared: Sequence[tuple[list[int], int]],
+                 limits: Sequence[int], store: PrefixStore | None) -> tuple[dict[int, torch.Tensor], dict[int, int]]:
+    """:func:`prompt_ends` of a processor batch whose rows run in the :func:`shared_prefixes` groups ``shared``
+    (``limits[r]``: where row r's own end must start at the latest); the proteins of rows whose beginning comes from
+    ``store`` are not encoded."""
+    store = store.bind(model.llm) if store is not None else None
+    real = batch["attention_mask"].bool()
+    groups = _groups(shared, prompt_bases(batch, model.processor), limits)
+    skip = served_rows(groups, store) if packable(model.llm) else set()
+    embeds = model.embed_inputs(unpadded_features(model, batch, skip))
+    return prompt_ends(model.llm, [embeds[i][real[i]] for i in range(real.shape[0])], groups, store)
 
 
 def prompt_ends(llm: nn.Module, prompts: Sequence[torch.Tensor], groups: Sequence[Group],
